@@ -7,6 +7,17 @@
 
 use crate::pb::{self, frame::Body};
 
+/// A frame answering `req_id` with an error.
+pub fn error_frame(req_id: u64, code: pb::ErrorCode, message: impl Into<String>) -> pb::Frame {
+    pb::Frame {
+        req_id,
+        body: Some(Body::Error(pb::Error {
+            code: code as i32,
+            message: message.into(),
+        })),
+    }
+}
+
 /// Which side of a connection may send a body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sender {

@@ -7,7 +7,7 @@
 //! that announces 4 GiB makes us allocate nothing, and one that sends its frame
 //! a byte at a time costs us no more than one that sends it whole.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 
 use crate::pb::{ErrorCode, Frame};
@@ -92,6 +92,14 @@ impl FrameCodec {
             .encode(dst)
             .expect("BytesMut has room for the encoded frame");
         Ok(())
+    }
+
+    /// Encodes `frame` into its own buffer, ready to queue on any number of
+    /// connections (a `Bytes` clone shares the bytes).
+    pub fn encode_to_bytes(&self, frame: &Frame) -> Result<Bytes, FrameError> {
+        let mut buf = BytesMut::new();
+        self.encode(frame, &mut buf)?;
+        Ok(buf.freeze())
     }
 
     /// Takes exactly one frame off the front of `src`.

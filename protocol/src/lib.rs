@@ -12,6 +12,9 @@
 //!   HMAC-SHA256 signature.
 //! - [`client`]: a small blocking client (connect, login, request/response by
 //!   `req_id`, a queue of server-initiated frames) for tests and the load tester.
+//! - [`link`]: the messages between the gateway and the logic tier, which
+//!   both depend on and neither owns.
+//! - [`timer`]: the hashed timer wheel both tiers' event loops use.
 //!
 //! A frame on the wire is a 4-byte big-endian length `L` (1..=max_frame)
 //! followed by `L` bytes of one protobuf `im.v1.Frame`; see `docs/protocol.md`.
@@ -19,6 +22,8 @@
 pub mod body;
 pub mod client;
 pub mod codec;
+pub mod link;
+pub mod timer;
 pub mod token;
 
 /// Types generated from `proto/im.proto` by `build.rs`.

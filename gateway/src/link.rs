@@ -1,0 +1,124 @@
+//! The gateway's end of the link to the logic tier.
+//!
+//! Up: a worker hands [`Upcall`]s to an [`Uplink`] without ever blocking; a
+//! full queue means the logic tier is overloaded, and the request is answered
+//! UNAVAILABLE on the spot. Down: the logic tier holds a [`Mailboxes`] (our
+//! [`Downlink`]) and drops [`Downcall`]s into the owning worker's queue, then
+//! wakes that worker's `mio::Poll`, at most once per drain: under load many
+//! downcalls share one wake-up syscall.
+//!
+//! This file is the in-process implementation over `crossbeam-channel`; a
+//! TCP link for split deployments implements the same two traits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use protocol::link::{Downcall, Downlink, Upcall};
+
+/// Why an upcall could not be handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UplinkError {
+    #[error("the logic tier's queue is full")]
+    Full,
+    #[error("the logic tier is gone")]
+    Disconnected,
+}
+
+/// How a worker reaches the logic tier.
+pub trait Uplink: Send + Sync {
+    /// Hands over `call` without blocking.
+    fn send(&self, call: Upcall) -> Result<(), UplinkError>;
+    /// Upcalls waiting, for the metrics.
+    fn depth(&self) -> usize;
+}
+
+impl Uplink for Sender<Upcall> {
+    fn send(&self, call: Upcall) -> Result<(), UplinkError> {
+        self.try_send(call).map_err(|e| match e {
+            TrySendError::Full(_) => UplinkError::Full,
+            TrySendError::Disconnected(_) => UplinkError::Disconnected,
+        })
+    }
+
+    fn depth(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Wakes one worker's poll, coalescing wake-ups between drains.
+pub struct Wake {
+    waker: mio::Waker,
+    /// True from the first wake after a drain until the next drain: further
+    /// senders skip the syscall because a wake-up is already on its way.
+    pending: AtomicBool,
+}
+
+impl Wake {
+    pub fn new(waker: mio::Waker) -> Wake {
+        Wake {
+            waker,
+            pending: AtomicBool::new(false),
+        }
+    }
+
+    /// Call after queueing something for the worker.
+    pub fn wake(&self) {
+        if !self.pending.swap(true, Ordering::SeqCst) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("cannot wake worker: {e}");
+            }
+        }
+    }
+
+    /// The worker calls this *before* draining its queues, so that anything
+    /// queued after the drain began wakes it again.
+    pub fn reset(&self) {
+        self.pending.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The queues into one worker: what the logic tier sends it.
+pub struct Mailbox {
+    pub downcalls: Sender<Downcall>,
+    pub wake: Arc<Wake>,
+}
+
+/// Every worker's mailbox: the in-process [`Downlink`] the logic tier holds.
+#[derive(Clone)]
+pub struct Mailboxes {
+    workers: Arc<Vec<Mailbox>>,
+}
+
+impl Mailboxes {
+    pub fn new(workers: Vec<Mailbox>) -> Mailboxes {
+        Mailboxes {
+            workers: Arc::new(workers),
+        }
+    }
+
+    /// Downcalls waiting per worker, for the metrics.
+    pub fn depths(&self) -> Vec<usize> {
+        self.workers.iter().map(|w| w.downcalls.len()).collect()
+    }
+}
+
+impl Downlink for Mailboxes {
+    fn send(&self, call: Downcall) {
+        let Some(mailbox) = self.workers.get(call.session().worker as usize) else {
+            log::warn!("downcall for unknown worker: {:?}", call.session());
+            return;
+        };
+        // Unbounded: the logic tier must never block on a worker. A session
+        // that cannot keep up is closed by its worker instead.
+        if mailbox.downcalls.send(call).is_ok() {
+            mailbox.wake.wake();
+        }
+    }
+}
+
+/// A worker's receiving ends.
+pub struct Inbox {
+    pub downcalls: Receiver<Downcall>,
+    pub wake: Arc<Wake>,
+}

@@ -1,0 +1,155 @@
+//! The listener thread: accepts connections and deals them out to workers.
+//!
+//! One listener with queues to the workers, rather than an SO_REUSEPORT
+//! socket per worker: the kernel's reuseport hashing balances by address
+//! tuple, not by load, and cannot enforce one `max_connections` across the
+//! node; a single accept point counts every connection and deals them out
+//! round-robin. Accepting is cheap next to what workers do per connection,
+//! so one thread keeps up with a reconnect storm (see docs/benchmarks.md).
+//!
+//! Connections are accepted in batches of `accept_batch`; each worker that
+//! got some is woken once per batch, not once per connection.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use protocol::body::error_frame;
+use protocol::{ErrorCode, FrameCodec};
+
+use crate::link::Wake;
+use crate::metrics::{Block, Counter};
+
+pub const LISTENER_TOKEN: Token = Token(0);
+pub const WAKER_TOKEN: Token = Token(1);
+
+/// How one worker receives new connections.
+pub struct Handoff {
+    pub connections: Sender<TcpStream>,
+    pub wake: Arc<Wake>,
+}
+
+pub struct Listener {
+    pub poll: Poll,
+    pub listener: TcpListener,
+    pub workers: Vec<Handoff>,
+    pub accept_batch: usize,
+    pub max_connections: usize,
+    pub open_connections: Arc<AtomicUsize>,
+    pub shutdown: Arc<AtomicBool>,
+    pub metrics: Arc<Block>,
+}
+
+impl Listener {
+    /// Binds with an explicit backlog (std and mio pick their own).
+    pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+        let domain = socket2::Domain::for_address(addr);
+        let socket =
+            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+        Ok(TcpListener::from_std(socket.into()))
+    }
+
+    pub fn run(mut self) {
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut self.listener, LISTENER_TOKEN, Interest::READABLE)
+        {
+            log::error!("listener: cannot register: {e}");
+            return;
+        }
+        let mut events = Events::with_capacity(8);
+        let mut next_worker = 0;
+        // Set after running out of file descriptors: the backlog still holds
+        // connections but epoll will not say so again; look after a pause.
+        let mut retry: Option<Duration> = None;
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, retry) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("listener: poll failed: {e}");
+                    return;
+                }
+            }
+            if self.shutdown.load(Ordering::Acquire) {
+                log::info!("listener: stopped accepting");
+                return;
+            }
+            retry = self.accept_all(&mut next_worker);
+        }
+    }
+
+    /// Accepts until the backlog is empty, handing out a batch at a time.
+    fn accept_all(&mut self, next_worker: &mut usize) -> Option<Duration> {
+        let mut woken = vec![false; self.workers.len()];
+        loop {
+            for _ in 0..self.accept_batch {
+                match self.listener.accept() {
+                    Ok((stream, _)) => self.hand_out(stream, next_worker, &mut woken),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.wake(&mut woken);
+                        return None;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // EMFILE/ENFILE and friends: say so, retry shortly.
+                        log::warn!("listener: accept failed: {e}");
+                        self.wake(&mut woken);
+                        return Some(Duration::from_millis(100));
+                    }
+                }
+            }
+            self.wake(&mut woken);
+        }
+    }
+
+    fn hand_out(&mut self, stream: TcpStream, next_worker: &mut usize, woken: &mut [bool]) {
+        if self.open_connections.load(Ordering::Acquire) >= self.max_connections {
+            self.metrics.add(Counter::Refused, 1);
+            refuse(stream);
+            return;
+        }
+        // Frames are small and we batch writes ourselves: no Nagle delay.
+        let _ = stream.set_nodelay(true);
+        self.open_connections.fetch_add(1, Ordering::AcqRel);
+        let worker = *next_worker % self.workers.len();
+        *next_worker = next_worker.wrapping_add(1);
+        if self.workers[worker].connections.send(stream).is_err() {
+            // The worker has stopped (shutting down): the connection just closes.
+            self.open_connections.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        self.metrics.add(Counter::Accepted, 1);
+        woken[worker] = true;
+    }
+
+    fn wake(&self, woken: &mut [bool]) {
+        for (worker, woke) in woken.iter_mut().enumerate() {
+            if std::mem::take(woke) {
+                self.workers[worker].wake.wake();
+            }
+        }
+    }
+}
+
+/// Tells a connection over the limit why it is closed: one UNAVAILABLE
+/// frame into the fresh socket's empty send buffer, then close.
+fn refuse(mut stream: TcpStream) {
+    let frame = error_frame(
+        0,
+        ErrorCode::Unavailable,
+        "server full: max_connections reached",
+    );
+    if let Ok(bytes) = FrameCodec::default().encode_to_bytes(&frame) {
+        let _ = stream.write(&bytes);
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}

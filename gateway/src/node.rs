@@ -1,0 +1,113 @@
+//! A complete single-node server: gateway, logic tier and admin port in one
+//! process, joined by in-process queues. `im-gateway` runs one; integration
+//! tests start one on port 0.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use protocol::link::{Downlink, Upcall};
+
+use crate::admin::{self, AdminHandle};
+use crate::config::{Config, ConfigError, parse_addr};
+use crate::link::Uplink;
+use crate::metrics::Metrics;
+use crate::{GatewayHandle, Mailboxes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Auth(#[from] logic::auth::AuthError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+pub struct Node {
+    gateway: GatewayHandle,
+    logic: logic::LogicHandle,
+    admin: Option<AdminHandle>,
+    metrics: Arc<Metrics>,
+}
+
+impl Node {
+    pub fn start(config: &Config) -> Result<Node, NodeError> {
+        config.validate()?;
+        let auth =
+            logic::Authenticator::from_config(&config.auth, Path::new(&config.storage.data_dir))?;
+        let metrics = Arc::new(Metrics::default());
+        let (up_tx, up_rx) = crossbeam_channel::bounded::<Upcall>(config.logic.queue_capacity);
+        let uplink: Arc<dyn Uplink> = Arc::new(up_tx.clone());
+        let gateway = crate::start(&config.gateway, uplink, &metrics)?;
+        let mailboxes = gateway.downlink();
+        let downlink: Arc<dyn Downlink> = Arc::new(mailboxes.clone());
+        let logic =
+            logic::start(auth, config.gateway.max_frame, up_rx, downlink).map_err(|source| {
+                NodeError::Io {
+                    what: "cannot start the logic tier",
+                    source,
+                }
+            })?;
+        let admin = match config.admin.listen.as_str() {
+            "" => None,
+            addr => {
+                let addr = parse_addr("admin.listen", addr)?;
+                let render = render_metrics(metrics.clone(), up_tx, mailboxes);
+                Some(admin::start(addr, render).map_err(|source| NodeError::Io {
+                    what: "cannot open the admin port",
+                    source,
+                })?)
+            }
+        };
+        Ok(Node {
+            gateway,
+            logic,
+            admin,
+            metrics,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.gateway.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminHandle::local_addr)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Graceful stop: the gateway kicks and flushes its sessions, then the
+    /// logic tier finishes what it was handed, then the admin port closes.
+    pub fn shutdown(self) {
+        self.gateway.shutdown();
+        self.gateway.join();
+        // The admin page holds the last handle on the upcall queue; closing
+        // it lets the logic thread see the queue end.
+        if let Some(admin) = self.admin {
+            admin.stop();
+        }
+        self.logic.join();
+        log::info!("node stopped");
+    }
+}
+
+fn render_metrics(
+    metrics: Arc<Metrics>,
+    uplink: crossbeam_channel::Sender<Upcall>,
+    mailboxes: Mailboxes,
+) -> admin::Render {
+    Arc::new(move || {
+        let mut queues = vec![("uplink".to_owned(), uplink.depth())];
+        for (worker, depth) in mailboxes.depths().into_iter().enumerate() {
+            queues.push((format!("downlink_worker_{worker}"), depth));
+        }
+        metrics.render(&queues)
+    })
+}

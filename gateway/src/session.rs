@@ -1,0 +1,304 @@
+//! One client connection: its socket, where it is in the login handshake,
+//! its partial inbound frame and its queue of outbound frames.
+//!
+//! An idle session holds no buffer: the read buffer exists only while a
+//! partial frame is waiting for the rest of its bytes, and the outbound queue
+//! only while frames are waiting for the socket. That keeps a million idle
+//! sessions at a couple of hundred bytes each (see docs/benchmarks.md).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+
+use bytes::{Buf, Bytes, BytesMut};
+use mio::Interest;
+use mio::net::TcpStream;
+use protocol::{Frame, FrameCodec, FrameError};
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Connected; only LoginReq and Ping are accepted.
+    AwaitingLogin,
+    /// A LoginReq went to the logic tier. Further input waits in the socket
+    /// (or the read buffer) until the answer comes.
+    Authenticating,
+    /// Logged in as `uid`.
+    Active { uid: u64 },
+    /// Its last frames are being flushed; input is read and discarded.
+    Closing,
+}
+
+impl State {
+    /// The uid, once logged in.
+    pub fn uid(&self) -> Option<u64> {
+        match self {
+            State::Active { uid } => Some(*uid),
+            _ => None,
+        }
+    }
+
+    /// Whether the logic tier has heard of this session (and so must be told
+    /// when it closes).
+    pub fn known_to_logic(&self) -> bool {
+        matches!(self, State::Authenticating | State::Active { .. })
+    }
+}
+
+/// What reading from the socket ended with.
+#[derive(Debug)]
+pub enum Fill {
+    /// The socket is drained for now (WouldBlock).
+    Drained,
+    /// The read budget is spent; more may be waiting.
+    BudgetSpent,
+    /// The peer closed its side.
+    Eof,
+    Failed(io::Error),
+}
+
+pub struct Session {
+    pub stream: TcpStream,
+    /// Unique per connection in this process; see `protocol::link::SessionId`.
+    pub serial: u64,
+    pub state: State,
+    /// Bytes of a frame not yet complete. Empty, and unallocated, otherwise.
+    read_buf: BytesMut,
+    /// Encoded frames waiting for the socket; the front one may be partly written.
+    out: VecDeque<Bytes>,
+    /// Sum of the lengths in `out`: the slow-consumer measure.
+    out_bytes: usize,
+    /// Last time (worker clock, ms) a frame arrived: the heartbeat measure.
+    pub last_active_ms: u64,
+    /// Inbound frame rate limit.
+    pub limiter: TokenBucket,
+    /// Whether mio watches the socket for WRITABLE (only while `out` has bytes).
+    pub writable_registered: bool,
+    /// Whether the session is on the worker's list to flush this loop turn.
+    pub dirty: bool,
+    /// Whether the session is on the worker's list to read again next turn.
+    pub read_pending: bool,
+}
+
+impl Session {
+    pub fn new(stream: TcpStream, serial: u64, now_ms: u64, burst: u32) -> Session {
+        Session {
+            stream,
+            serial,
+            state: State::AwaitingLogin,
+            read_buf: BytesMut::new(),
+            out: VecDeque::new(),
+            out_bytes: 0,
+            last_active_ms: now_ms,
+            limiter: TokenBucket::full(burst, now_ms),
+            writable_registered: false,
+            dirty: false,
+            read_pending: false,
+        }
+    }
+
+    /// Reads from the socket until it would block, the peer closes, or
+    /// `budget` bytes have been read (so that one busy client cannot keep
+    /// its worker from the others). `scratch` is the worker's shared read
+    /// area; only a partial frame's bytes stay with the session.
+    pub fn fill(&mut self, scratch: &mut [u8], budget: usize) -> (usize, Fill) {
+        let mut total = 0;
+        while total < budget {
+            match self.stream.read(scratch) {
+                Ok(0) => return (total, Fill::Eof),
+                Ok(n) => {
+                    self.read_buf.extend_from_slice(&scratch[..n]);
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (total, Fill::Drained),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return (total, Fill::Failed(e)),
+            }
+        }
+        (total, Fill::BudgetSpent)
+    }
+
+    /// The next whole frame from what has been read, if any.
+    pub fn next_frame(&mut self, codec: &FrameCodec) -> Result<Option<Frame>, FrameError> {
+        let frame = codec.decode(&mut self.read_buf);
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            // Give the memory back: an idle session holds no read buffer.
+            self.read_buf = BytesMut::new();
+        }
+        frame
+    }
+
+    /// Whether bytes of an incomplete frame are buffered.
+    pub fn has_buffered_input(&self) -> bool {
+        !self.read_buf.is_empty()
+    }
+
+    /// Drops buffered input (a closing session reads and discards).
+    pub fn discard_input(&mut self) {
+        self.read_buf = BytesMut::new();
+    }
+
+    /// Queues an encoded frame; returns the bytes now queued.
+    pub fn queue(&mut self, frame: Bytes) -> usize {
+        self.out_bytes += frame.len();
+        self.out.push_back(frame);
+        self.out_bytes
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.out_bytes
+    }
+
+    /// Writes queued frames until the queue is empty or the socket is full.
+    /// Returns the bytes written; the queue tells whether it drained.
+    pub fn flush(&mut self) -> io::Result<usize> {
+        let mut written = 0;
+        while !self.out.is_empty() {
+            // Gather many small frames into one writev.
+            let mut slices = [IoSlice::new(&[]); 64];
+            let count = self
+                .out
+                .iter()
+                .zip(slices.iter_mut())
+                .map(|(frame, slice)| *slice = IoSlice::new(frame))
+                .count();
+            match self.stream.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    self.consume(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            // Give the memory back: an idle session holds no write queue.
+            self.out = VecDeque::new();
+        }
+        Ok(written)
+    }
+
+    /// Drops `n` written bytes off the front of the queue.
+    fn consume(&mut self, mut n: usize) {
+        self.out_bytes -= n;
+        while n > 0 {
+            let Some(front) = self.out.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.out.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Drops everything queued (a slow consumer is closed without flushing).
+    pub fn drop_output(&mut self) -> usize {
+        let dropped = self.out_bytes;
+        self.out = VecDeque::new();
+        self.out_bytes = 0;
+        dropped
+    }
+
+    /// The readiness to watch for: always readable, writable only while
+    /// something waits to be written.
+    pub fn interest(&self) -> Interest {
+        if self.has_output() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        }
+    }
+
+    /// Makes the coming close abortive (RST): the kernel drops what it still
+    /// holds for the peer instead of keeping an orphaned socket around to
+    /// dribble megabytes to a client that stopped reading.
+    pub fn abort_on_close(&self) {
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(std::time::Duration::ZERO));
+    }
+
+    /// Sends FIN after whatever is written: the peer reads our last frame,
+    /// then end-of-stream.
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// A token bucket for inbound frames.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    /// Frames that may be sent now; negative while the client is over its rate.
+    tokens: f32,
+    last_ms: u64,
+}
+
+/// The limiter's verdict on one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Yes,
+    /// Over the rate: refuse this frame with RATE_LIMITED.
+    Limited,
+    /// So far over the rate for so long that the connection should go.
+    Abusive,
+}
+
+impl TokenBucket {
+    pub fn full(burst: u32, now_ms: u64) -> TokenBucket {
+        TokenBucket {
+            tokens: burst as f32,
+            last_ms: now_ms,
+        }
+    }
+
+    /// Takes one token at `now_ms`, refilling at `rate` per second up to `burst`.
+    /// Refused frames still cost a token, so a client that keeps sending
+    /// while refused sinks to `-burst` and is cut off.
+    pub fn take(&mut self, now_ms: u64, rate: u32, burst: u32) -> Admit {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        self.last_ms = now_ms;
+        self.tokens = (self.tokens + elapsed as f32 * rate as f32 / 1000.0).min(burst as f32);
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Admit::Yes
+        } else if self.tokens > -(burst as f32) {
+            Admit::Limited
+        } else {
+            Admit::Abusive
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_rate() {
+        let mut bucket = TokenBucket::full(3, 0);
+        assert_eq!(bucket.take(0, 10, 3), Admit::Yes);
+        assert_eq!(bucket.take(0, 10, 3), Admit::Yes);
+        assert_eq!(bucket.take(0, 10, 3), Admit::Yes);
+        assert_eq!(bucket.take(0, 10, 3), Admit::Limited);
+        // 10 per second: 100 ms later one more frame is allowed (the debt of
+        // the refused one is paid back first).
+        assert_eq!(bucket.take(200, 10, 3), Admit::Yes);
+    }
+
+    #[test]
+    fn sustained_abuse_is_detected() {
+        let mut bucket = TokenBucket::full(5, 0);
+        let verdicts: Vec<Admit> = (0..20).map(|_| bucket.take(0, 1, 5)).collect();
+        assert_eq!(verdicts[..5], [Admit::Yes; 5]);
+        assert!(verdicts[5..9].iter().all(|v| *v == Admit::Limited));
+        assert_eq!(verdicts[10], Admit::Abusive);
+    }
+}

@@ -1,0 +1,122 @@
+//! Login verification: the HMAC token of `protocol::token`, checked against
+//! the deployment's secret.
+//!
+//! The secret comes from `auth.secret`, else `IM_AUTH_SECRET`, else a file
+//! `<data_dir>/auth.secret` generated with 32 random bytes on first start
+//! (mode 0600, its path logged), so a newcomer's quickstart is signed too.
+//! `im-gateway token` reads the same secret to mint tokens.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use protocol::token::{self, TokenError};
+
+use crate::config::AuthConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("cannot read or create the secret file {path}: {source}")]
+    SecretFile { path: PathBuf, source: io::Error },
+    #[error("the secret file {0} is empty")]
+    EmptySecretFile(PathBuf),
+    #[error("cannot generate a random secret: {0}")]
+    Random(String),
+}
+
+/// Verifies and mints tokens with one secret.
+pub struct Authenticator {
+    secret: Vec<u8>,
+}
+
+impl Authenticator {
+    pub fn new(secret: impl Into<Vec<u8>>) -> Authenticator {
+        Authenticator {
+            secret: secret.into(),
+        }
+    }
+
+    /// The configured secret, or the data dir's secret file (created if absent).
+    pub fn from_config(config: &AuthConfig, data_dir: &Path) -> Result<Authenticator, AuthError> {
+        if !config.secret.is_empty() {
+            return Ok(Authenticator::new(config.secret.as_bytes()));
+        }
+        let path = data_dir.join("auth.secret");
+        let file_error = |source| AuthError::SecretFile {
+            path: path.clone(),
+            source,
+        };
+        match fs::read_to_string(&path) {
+            Ok(secret) => {
+                let secret = secret.trim();
+                if secret.is_empty() {
+                    return Err(AuthError::EmptySecretFile(path));
+                }
+                Ok(Authenticator::new(secret.as_bytes()))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut raw = [0u8; 32];
+                getrandom::fill(&mut raw).map_err(|e| AuthError::Random(e.to_string()))?;
+                let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+                fs::create_dir_all(data_dir).map_err(file_error)?;
+                write_private(&path, &secret).map_err(file_error)?;
+                log::info!("generated a new auth secret in {}", path.display());
+                Ok(Authenticator::new(secret.into_bytes()))
+            }
+            Err(e) => Err(file_error(e)),
+        }
+    }
+
+    pub fn verify(&self, token: &str, uid: u64, now_unix_secs: u64) -> Result<(), TokenError> {
+        token::verify(&self.secret, token, uid, now_unix_secs)
+    }
+
+    pub fn mint(&self, uid: u64, ttl_secs: u64) -> String {
+        token::mint(&self.secret, uid, unix_secs() + ttl_secs)
+    }
+}
+
+/// Creates `path` readable by its owner only.
+fn write_private(path: &Path, contents: &str) -> io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+pub fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secret_is_kept_and_reused() {
+        let dir = std::env::temp_dir().join(format!("im-auth-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let first = Authenticator::from_config(&AuthConfig::default(), &dir).unwrap();
+        let token = first.mint(7, 60);
+        let second = Authenticator::from_config(&AuthConfig::default(), &dir).unwrap();
+        assert_eq!(second.verify(&token, 7, unix_secs()), Ok(()));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn configured_secret_wins() {
+        let config = AuthConfig {
+            secret: "s3cret".into(),
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::from_config(&config, Path::new("/nonexistent")).unwrap();
+        let token = protocol::token::mint(b"s3cret", 1, unix_secs() + 10);
+        assert_eq!(auth.verify(&token, 1, unix_secs()), Ok(()));
+    }
+}

@@ -1,0 +1,117 @@
+//! Who is online: each user's devices and the gateway session each is on.
+//!
+//! A user may be online on several devices (distinct `device_id`s); a second
+//! login of the same `(uid, device_id)` replaces the first, whose session
+//! the caller then kicks. Fan-out asks here for a user's sessions.
+
+use std::collections::HashMap;
+
+use protocol::link::SessionId;
+
+/// One logged-in device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub device_id: String,
+    pub platform: i32,
+    pub session: SessionId,
+    /// Wall-clock login time, milliseconds.
+    pub login_ms: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Presence {
+    /// Online devices per user; a user offline has no entry.
+    by_uid: HashMap<u64, Vec<Device>>,
+    /// The user each live session belongs to, to handle `Closed`.
+    by_session: HashMap<SessionId, u64>,
+}
+
+impl Presence {
+    /// Records `device` online for `uid`. Returns the session it replaces
+    /// (same uid and device_id), which the caller kicks.
+    pub fn login(&mut self, uid: u64, device: Device) -> Option<SessionId> {
+        self.by_session.insert(device.session, uid);
+        let devices = self.by_uid.entry(uid).or_default();
+        match devices.iter_mut().find(|d| d.device_id == device.device_id) {
+            Some(existing) => {
+                let replaced = std::mem::replace(existing, device).session;
+                self.by_session.remove(&replaced);
+                Some(replaced)
+            }
+            None => {
+                devices.push(device);
+                None
+            }
+        }
+    }
+
+    /// Forgets a closed session; returns its uid if it was online.
+    pub fn logout(&mut self, session: SessionId) -> Option<u64> {
+        let uid = self.by_session.remove(&session)?;
+        if let Some(devices) = self.by_uid.get_mut(&uid) {
+            devices.retain(|d| d.session != session);
+            if devices.is_empty() {
+                self.by_uid.remove(&uid);
+            }
+        }
+        Some(uid)
+    }
+
+    /// The user's online devices.
+    pub fn devices(&self, uid: u64) -> &[Device] {
+        self.by_uid.get(&uid).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn is_online(&self, session: SessionId) -> bool {
+        self.by_session.contains_key(&session)
+    }
+
+    pub fn online_users(&self) -> usize {
+        self.by_uid.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(id: &str, serial: u64) -> Device {
+        Device {
+            device_id: id.into(),
+            platform: 1,
+            session: SessionId {
+                worker: 0,
+                slot: serial as u32,
+                serial,
+            },
+            login_ms: 0,
+        }
+    }
+
+    #[test]
+    fn same_device_replaces_other_devices_add() {
+        let mut presence = Presence::default();
+        assert_eq!(presence.login(1, device("phone", 1)), None);
+        assert_eq!(presence.login(1, device("pc", 2)), None);
+        let replaced = presence.login(1, device("phone", 3));
+        assert_eq!(replaced.map(|s| s.serial), Some(1));
+        let serials: Vec<u64> = presence
+            .devices(1)
+            .iter()
+            .map(|d| d.session.serial)
+            .collect();
+        assert_eq!(serials, vec![3, 2]);
+        // The replaced session closing later changes nothing.
+        assert_eq!(presence.logout(device("phone", 1).session), None);
+        assert_eq!(presence.devices(1).len(), 2);
+    }
+
+    #[test]
+    fn last_logout_takes_user_offline() {
+        let mut presence = Presence::default();
+        presence.login(1, device("phone", 1));
+        assert_eq!(presence.logout(device("phone", 1).session), Some(1));
+        assert!(presence.devices(1).is_empty());
+        assert_eq!(presence.online_users(), 0);
+    }
+}

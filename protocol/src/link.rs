@@ -1,0 +1,99 @@
+//! The messages between the gateway and the logic tier.
+//!
+//! The gateway owns connections and knows nothing of storage; the logic tier
+//! owns users, messages and devices and knows nothing of sockets. They meet
+//! here. In one process these travel over `crossbeam-channel`; split across
+//! machines, over TCP. Either way the logic tier addresses a connection by its
+//! [`SessionId`] and never holds a socket.
+//!
+//! ```text
+//!  gateway worker ──Upcall──▶ logic      (login, request, push ack, closed)
+//!  gateway worker ◀─Downcall── logic     (login accepted, frame, close)
+//! ```
+
+use bytes::Bytes;
+
+use crate::pb::{Frame, LoginReq};
+
+/// One client connection, as the logic tier sees it.
+///
+/// `slot` is reused by the gateway once a connection closes, so `serial`
+/// (unique per connection for the life of the gateway process) tells a
+/// current session from a stale address: a `Downcall` for a closed session is
+/// dropped, never delivered to its slot's next occupant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId {
+    /// Which gateway worker thread (event loop) owns the connection.
+    pub worker: u32,
+    /// The connection's slot in that worker's slab.
+    pub slot: u32,
+    /// Unique per connection within one gateway process.
+    pub serial: u64,
+}
+
+/// What a gateway worker tells the logic tier.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Upcall {
+    /// A well-formed `LoginReq` (device_id already checked) on a connection
+    /// that is not logged in. Answer with `LoginAccepted` or `Close`.
+    Login {
+        session: SessionId,
+        req_id: u64,
+        login: LoginReq,
+    },
+    /// A request from a logged-in session; answer with a `Frame` carrying
+    /// the same `req_id`.
+    Request {
+        session: SessionId,
+        uid: u64,
+        frame: Frame,
+    },
+    /// The client acknowledged a push.
+    PushAck {
+        session: SessionId,
+        uid: u64,
+        msg_id: u64,
+    },
+    /// The connection is gone. Sent for every session that sent a `Login`,
+    /// whether or not it was accepted; `uid` is set once it was.
+    Closed {
+        session: SessionId,
+        uid: Option<u64>,
+    },
+}
+
+/// What the logic tier tells a gateway worker about one of its sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Downcall {
+    /// The login was verified: the session now belongs to `uid`. The
+    /// gateway answers `req_id` with `LoginResp` (it knows its heartbeat).
+    LoginAccepted {
+        session: SessionId,
+        uid: u64,
+        req_id: u64,
+    },
+    /// Write one encoded frame (length prefix included) to the session.
+    Frame { session: SessionId, frame: Bytes },
+    /// Write `last` (a Kick or an Error), if any, then close the session.
+    Close {
+        session: SessionId,
+        last: Option<Bytes>,
+    },
+}
+
+impl Downcall {
+    pub fn session(&self) -> SessionId {
+        match self {
+            Downcall::LoginAccepted { session, .. }
+            | Downcall::Frame { session, .. }
+            | Downcall::Close { session, .. } => *session,
+        }
+    }
+}
+
+/// How the logic tier reaches the gateway workers. Sending never blocks: a
+/// worker that falls behind is the gateway's problem (it sheds slow
+/// sessions), never the logic tier's.
+pub trait Downlink: Send + Sync {
+    fn send(&self, call: Downcall);
+}
