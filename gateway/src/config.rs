@@ -132,7 +132,15 @@ impl Config {
         }
         self.logic
             .validate()
-            .map_err(|(field, reason)| ConfigError::Invalid { field, reason })
+            .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
+        // A message, with its envelope, must fit in one frame.
+        if self.logic.max_content_bytes + 1024 > self.gateway.max_frame {
+            return Err(invalid(
+                "logic.max_content_bytes",
+                "must be at least 1024 bytes below gateway.max_frame",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -20,6 +20,8 @@ pub enum NodeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Auth(#[from] logic::auth::AuthError),
+    #[error(transparent)]
+    Logic(#[from] logic::StartError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -39,19 +41,21 @@ impl Node {
         config.validate()?;
         let auth =
             logic::Authenticator::from_config(&config.auth, Path::new(&config.storage.data_dir))?;
+        let backend = logic::open_backend(&config.storage)?;
         let metrics = Arc::new(Metrics::default());
         let (up_tx, up_rx) = crossbeam_channel::bounded::<Upcall>(config.logic.queue_capacity);
         let uplink: Arc<dyn Uplink> = Arc::new(up_tx.clone());
         let gateway = crate::start(&config.gateway, uplink, &metrics)?;
         let mailboxes = gateway.downlink();
         let downlink: Arc<dyn Downlink> = Arc::new(mailboxes.clone());
-        let logic =
-            logic::start(auth, config.gateway.max_frame, up_rx, downlink).map_err(|source| {
-                NodeError::Io {
-                    what: "cannot start the logic tier",
-                    source,
-                }
-            })?;
+        let logic = logic::start(
+            &config.logic,
+            config.gateway.max_frame,
+            auth,
+            backend,
+            up_rx,
+            downlink,
+        )?;
         let admin = match config.admin.listen.as_str() {
             "" => None,
             addr => {

@@ -13,6 +13,7 @@ use std::net::Shutdown;
 use bytes::{Buf, Bytes, BytesMut};
 use mio::Interest;
 use mio::net::TcpStream;
+use protocol::rate::TokenBucket;
 use protocol::{Frame, FrameCodec, FrameError};
 
 /// Where a session is in its life.
@@ -230,75 +231,5 @@ impl Session {
     /// then end-of-stream.
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
-    }
-}
-
-/// A token bucket for inbound frames.
-#[derive(Debug, Clone, Copy)]
-pub struct TokenBucket {
-    /// Frames that may be sent now; negative while the client is over its rate.
-    tokens: f32,
-    last_ms: u64,
-}
-
-/// The limiter's verdict on one frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    Yes,
-    /// Over the rate: refuse this frame with RATE_LIMITED.
-    Limited,
-    /// So far over the rate for so long that the connection should go.
-    Abusive,
-}
-
-impl TokenBucket {
-    pub fn full(burst: u32, now_ms: u64) -> TokenBucket {
-        TokenBucket {
-            tokens: burst as f32,
-            last_ms: now_ms,
-        }
-    }
-
-    /// Takes one token at `now_ms`, refilling at `rate` per second up to `burst`.
-    /// Refused frames still cost a token, so a client that keeps sending
-    /// while refused sinks to `-burst` and is cut off.
-    pub fn take(&mut self, now_ms: u64, rate: u32, burst: u32) -> Admit {
-        let elapsed = now_ms.saturating_sub(self.last_ms);
-        self.last_ms = now_ms;
-        self.tokens = (self.tokens + elapsed as f32 * rate as f32 / 1000.0).min(burst as f32);
-        self.tokens -= 1.0;
-        if self.tokens >= 0.0 {
-            Admit::Yes
-        } else if self.tokens > -(burst as f32) {
-            Admit::Limited
-        } else {
-            Admit::Abusive
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bucket_allows_burst_then_rate() {
-        let mut bucket = TokenBucket::full(3, 0);
-        assert_eq!(bucket.take(0, 10, 3), Admit::Yes);
-        assert_eq!(bucket.take(0, 10, 3), Admit::Yes);
-        assert_eq!(bucket.take(0, 10, 3), Admit::Yes);
-        assert_eq!(bucket.take(0, 10, 3), Admit::Limited);
-        // 10 per second: 100 ms later one more frame is allowed (the debt of
-        // the refused one is paid back first).
-        assert_eq!(bucket.take(200, 10, 3), Admit::Yes);
-    }
-
-    #[test]
-    fn sustained_abuse_is_detected() {
-        let mut bucket = TokenBucket::full(5, 0);
-        let verdicts: Vec<Admit> = (0..20).map(|_| bucket.take(0, 1, 5)).collect();
-        assert_eq!(verdicts[..5], [Admit::Yes; 5]);
-        assert!(verdicts[5..9].iter().all(|v| *v == Admit::Limited));
-        assert_eq!(verdicts[10], Admit::Abusive);
     }
 }

@@ -29,7 +29,8 @@ use slab::Slab;
 use crate::config::GatewayConfig;
 use crate::link::{Inbox, Uplink, UplinkError};
 use crate::metrics::{Block, CloseReason, Counter, Gauge};
-use crate::session::{Admit, Fill, Session, State};
+use crate::session::{Fill, Session, State};
+use protocol::rate::Admit;
 
 /// The waker's token; sessions use their slab key, which never gets this high.
 pub const WAKER_TOKEN: Token = Token(usize::MAX);

@@ -11,13 +11,19 @@ use protocol::{Body, Client, ErrorCode, pb, token};
 
 const SECRET: &[u8] = b"node-test-secret";
 
+static NEXT_DIR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn node() -> Node {
     let mut config = Config::default();
     config.gateway.listen = "127.0.0.1:0".into();
     config.admin.listen = "127.0.0.1:0".into();
     config.auth.secret = String::from_utf8(SECRET.to_vec()).unwrap();
     config.storage.data_dir = std::env::temp_dir()
-        .join(format!("im-node-test-{}", std::process::id()))
+        .join(format!(
+            "im-node-test-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ))
         .display()
         .to_string();
     Node::start(&config).expect("node starts")

@@ -49,6 +49,9 @@ pub struct StorageConfig {
     pub data_dir: String,
     /// One URL per MySQL shard, in shard order (backend = "mysql").
     pub mysql_urls: Vec<String>,
+    /// Embedded store: "full" (every commit fsynced: survives power loss)
+    /// or "normal" (survives process crashes only). See docs/operations.md.
+    pub sqlite_synchronous: String,
 }
 
 impl Default for StorageConfig {
@@ -57,6 +60,7 @@ impl Default for StorageConfig {
             backend: "sqlite".into(),
             data_dir: "data".into(),
             mysql_urls: Vec::new(),
+            sqlite_synchronous: "full".into(),
         }
     }
 }
@@ -65,15 +69,60 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogicConfig {
-    /// Upcalls that may wait for the logic tier before gateways answer
-    /// UNAVAILABLE.
+    /// Requests that may wait for the logic tier (and writes for the
+    /// writer, reads for the readers) before clients get UNAVAILABLE.
     pub queue_capacity: usize,
+    /// This logic node's id, 0..1023, part of every msg_id it makes; give
+    /// every logic node of a deployment its own.
+    pub node_id: u64,
+    /// Largest message content, bytes.
+    pub max_content_bytes: usize,
+    /// Messages per second one user may send, and the burst allowed.
+    pub messages_per_sec: u32,
+    pub message_burst: u32,
+    /// Words that get a message refused with CONTENT_REJECTED (ASCII case-insensitive).
+    pub content_filter: Vec<String>,
+    /// An unacked push is resent after this...
+    pub push_resend_first_ms: u64,
+    /// ...again this long after the first resend...
+    pub push_resend_second_ms: u64,
+    /// ...and its session is closed this long after the second resend.
+    pub push_close_ms: u64,
+    /// Most writes committed in one transaction.
+    pub group_commit_max: usize,
+    /// How long a batch waits for more writes when none are queued, in
+    /// microseconds. 0: commit what is queued at once.
+    pub group_commit_window_us: u64,
+    /// Threads (and storage connections) serving history, sync,
+    /// conversation lists and profiles.
+    pub reader_threads: usize,
+    /// Recent (sender, client_msg_id) pairs kept in memory for fast dedup.
+    pub recent_ids: usize,
+    /// Conversation rows the writer keeps in memory.
+    pub row_cache: usize,
+    /// POST a JSON notice here for each message to an offline recipient
+    /// (http:// only). Empty: only log it.
+    pub offline_webhook: String,
 }
 
 impl Default for LogicConfig {
     fn default() -> Self {
         LogicConfig {
             queue_capacity: 65_536,
+            node_id: 0,
+            max_content_bytes: 16_384,
+            messages_per_sec: 200,
+            message_burst: 400,
+            content_filter: Vec::new(),
+            push_resend_first_ms: 2_000,
+            push_resend_second_ms: 4_000,
+            push_close_ms: 8_000,
+            group_commit_max: 4_096,
+            group_commit_window_us: 0,
+            reader_threads: 2,
+            recent_ids: 200_000,
+            row_cache: 1_000_000,
+            offline_webhook: String::new(),
         }
     }
 }
@@ -81,8 +130,27 @@ impl Default for LogicConfig {
 impl LogicConfig {
     /// Checks the section; the error names the field.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.queue_capacity == 0 {
-            return Err(("logic.queue_capacity", "must be at least 1".into()));
+        let positive = [
+            ("logic.queue_capacity", self.queue_capacity as u64),
+            ("logic.messages_per_sec", self.messages_per_sec as u64),
+            ("logic.message_burst", self.message_burst as u64),
+            ("logic.group_commit_max", self.group_commit_max as u64),
+            ("logic.reader_threads", self.reader_threads as u64),
+            ("logic.recent_ids", self.recent_ids as u64),
+            ("logic.push_resend_first_ms", self.push_resend_first_ms),
+            ("logic.push_resend_second_ms", self.push_resend_second_ms),
+            ("logic.push_close_ms", self.push_close_ms),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err((field, "must be at least 1".into()));
+            }
+        }
+        if self.node_id > crate::ids::MAX_NODE_ID {
+            return Err((
+                "logic.node_id",
+                format!("must be 0 to {}", crate::ids::MAX_NODE_ID),
+            ));
         }
         Ok(())
     }

@@ -1,64 +1,249 @@
-//! The logic tier's thread: takes upcalls off the queue in arrival order
-//! and answers them.
+//! The pipeline thread: the logic tier's front door.
+//!
+//! ```text
+//!  Upcall ──▶ validate ─▶ content filter ─▶ per-user rate limit ─▶ recent-id dedup
+//!               │                                                     │
+//!               │ reads (history, sync, conversations, profiles)      │ writes (send, read, delete, profile)
+//!               ▼                                                     ▼
+//!        reader threads ──Downcall──▶ client              writer thread (group commit)
+//!                                                                     │ Committed
+//!                                                                     ▼
+//!                                 SendResp / ReadResp, then push, ReadNotice, offline hook,
+//!                                 and the ack timer for every push
+//! ```
+//!
+//! This thread owns presence, the recent-id cache, the rate limits and the
+//! ack tracker; it never touches storage, so it never waits on a disk.
+//! Responses to writes are sent only when the writer reports the commit.
 
-use std::io;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 use protocol::body::error_frame;
 use protocol::link::{Downcall, Downlink, SessionId, Upcall};
-use protocol::{ErrorCode, Frame, FrameCodec, pb};
+use protocol::rate::{Admit, TokenBucket};
+use protocol::{Body, ErrorCode, Frame, FrameCodec, pb};
 
+use crate::acks::{AckPolicy, AckTracker, Due};
 use crate::auth::{Authenticator, unix_secs};
+use crate::config::{LogicConfig, StorageConfig};
+use crate::dedup::{Recent, RecentIds};
+use crate::filter::ContentFilter;
+use crate::offline::{LogNotifier, OfflineNotifier, WebhookNotifier};
 use crate::presence::{Device, Presence};
+use crate::reader::{self, ReadJob, ReadQuery};
+use crate::store::{Backend, StoreError};
+use crate::writer::{
+    self, Committed, GroupCommit, Outcome, ReadOutcome, Sequencer, WriteJob, WriteOp,
+};
+
+/// Longest client_msg_id, nickname (in characters) and avatar_url, and the
+/// most uids per ProfileReq: the contract's limits.
+const MAX_CLIENT_MSG_ID: usize = 64;
+const MAX_NICKNAME_CHARS: usize = 64;
+const MAX_AVATAR_URL: usize = 512;
+const MAX_PROFILE_UIDS: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot start a logic thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Who to answer when a write is committed.
+pub struct Ticket {
+    session: SessionId,
+    req_id: u64,
+    uid: u64,
+    /// For sends: the client_msg_id, to settle the recent-id entry.
+    client_msg_id: Option<String>,
+}
 
 pub struct LogicHandle {
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl LogicHandle {
-    /// Waits for the logic thread; it ends once every gateway is gone (the
-    /// upcall queue is disconnected) and it has answered what was queued.
+    /// Waits for the logic tier to finish: it does once every gateway is
+    /// gone (the upcall queue is disconnected) and every write it accepted
+    /// is committed and answered.
     pub fn join(self) {
-        if self.thread.join().is_err() {
-            log::error!("logic thread panicked");
+        for thread in self.threads {
+            if thread.join().is_err() {
+                log::error!("a logic thread panicked");
+            }
         }
     }
 }
 
-/// Starts the logic thread on `upcalls`, answering through `downlink`.
+/// Opens the configured storage backend.
+pub fn open_backend(storage: &StorageConfig) -> Result<Arc<dyn Backend>, StartError> {
+    match storage.backend.as_str() {
+        "sqlite" => {
+            let synchronous = crate::store::sqlite::Synchronous::parse(&storage.sqlite_synchronous)
+                .ok_or_else(|| {
+                    StartError::Config(
+                        "storage.sqlite_synchronous must be \"full\" or \"normal\"".into(),
+                    )
+                })?;
+            let sqlite = crate::store::sqlite::Sqlite::open(
+                std::path::Path::new(&storage.data_dir),
+                synchronous,
+            )?;
+            Ok(Arc::new(sqlite))
+        }
+        other => Err(StartError::Config(format!(
+            "storage.backend {other:?} is not supported by this build"
+        ))),
+    }
+}
+
+/// Starts the logic tier: the pipeline, the writer and the readers.
 pub fn start(
-    auth: Authenticator,
+    config: &LogicConfig,
     max_frame: usize,
+    auth: Authenticator,
+    backend: Arc<dyn Backend>,
     upcalls: Receiver<Upcall>,
     downlink: Arc<dyn Downlink>,
-) -> io::Result<LogicHandle> {
-    let mut logic = Logic {
+) -> Result<LogicHandle, StartError> {
+    let mut writer_store = backend.writer()?;
+    let recovered = writer_store.recover()?;
+    log::info!(
+        "storage recovered: last msg_id {}, last change version {}",
+        recovered.max_msg_id,
+        recovered.max_version
+    );
+    let sequencer = Sequencer::new(recovered, config.node_id, config.row_cache);
+    let (write_tx, write_rx) = crossbeam_channel::bounded(config.queue_capacity);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let policy = GroupCommit {
+        max_batch: config.group_commit_max,
+        window: Duration::from_micros(config.group_commit_window_us),
+    };
+    let mut threads = vec![writer::spawn(
+        writer_store,
+        sequencer,
+        policy,
+        write_rx,
+        done_tx,
+    )?];
+
+    let readers = (0..config.reader_threads)
+        .map(|_| backend.reader())
+        .collect::<Result<Vec<_>, _>>()?;
+    let (read_tx, read_rx) = crossbeam_channel::bounded(config.queue_capacity);
+    threads.extend(reader::spawn(
+        readers,
+        read_rx,
+        downlink.clone(),
+        max_frame,
+    )?);
+
+    let offline: Arc<dyn OfflineNotifier> = if config.offline_webhook.is_empty() {
+        Arc::new(LogNotifier)
+    } else {
+        Arc::new(
+            WebhookNotifier::start(&config.offline_webhook, 65_536)
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        )
+    };
+    let epoch = Instant::now();
+    let mut pipeline = Pipeline {
         auth,
         codec: FrameCodec::new(max_frame),
         presence: Presence::default(),
         downlink,
+        writes: Some(write_tx),
+        reads: read_tx,
+        recent: RecentIds::new(config.recent_ids),
+        filter: ContentFilter::new(&config.content_filter).map_err(StartError::Config)?,
+        limits: HashMap::new(),
+        acks: AckTracker::new(
+            AckPolicy {
+                first_resend: Duration::from_millis(config.push_resend_first_ms),
+                second_resend: Duration::from_millis(config.push_resend_second_ms),
+                close_after: Duration::from_millis(config.push_close_ms),
+            },
+            0,
+        ),
+        offline,
+        config: config.clone(),
+        epoch,
     };
-    let thread = thread::Builder::new()
-        .name("im-logic".into())
-        .spawn(move || {
-            while let Ok(call) = upcalls.recv() {
-                logic.handle(call);
-            }
-        })?;
-    Ok(LogicHandle { thread })
+    threads.push(
+        thread::Builder::new()
+            .name("im-logic".into())
+            .spawn(move || pipeline.run(upcalls, done_rx))?,
+    );
+    Ok(LogicHandle { threads })
 }
 
-struct Logic {
+struct Pipeline {
     auth: Authenticator,
     codec: FrameCodec,
     presence: Presence,
     downlink: Arc<dyn Downlink>,
+    /// To the writer; dropped at shutdown so the writer can finish.
+    writes: Option<Sender<WriteJob<Ticket>>>,
+    reads: Sender<ReadJob>,
+    recent: RecentIds<Ticket>,
+    filter: ContentFilter,
+    /// Per-user send rate limits.
+    limits: HashMap<u64, TokenBucket>,
+    acks: AckTracker,
+    offline: Arc<dyn OfflineNotifier>,
+    config: LogicConfig,
+    /// The ack timers' clock starts here.
+    epoch: Instant,
 }
 
-impl Logic {
+impl Pipeline {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn run(&mut self, upcalls: Receiver<Upcall>, committed: Receiver<Committed<Ticket>>) {
+        let mut due = Vec::new();
+        loop {
+            let now = self.now_ms();
+            let wait = self
+                .acks
+                .next_deadline()
+                .map_or(Duration::from_secs(1), |at| {
+                    Duration::from_millis(at.saturating_sub(now))
+                });
+            select! {
+                recv(upcalls) -> call => match call {
+                    Ok(call) => self.handle(call),
+                    Err(_) => break,
+                },
+                recv(committed) -> done => {
+                    if let Ok(done) = done {
+                        self.on_committed(done);
+                    }
+                },
+                default(wait) => {},
+            }
+            self.expire_acks(&mut due);
+        }
+        // Every gateway is gone. Let the writer finish what it was given, so
+        // nothing accepted is left uncommitted.
+        self.writes = None;
+        for done in committed {
+            self.on_committed(done);
+        }
+        log::debug!("logic pipeline stopped");
+    }
+
     fn handle(&mut self, call: Upcall) {
         match call {
             Upcall::Login {
@@ -69,11 +254,14 @@ impl Logic {
             Upcall::Closed { session, .. } => {
                 self.presence.logout(session);
             }
-            Upcall::PushAck { .. } => {}
-            Upcall::Request { session, frame, .. } => {
-                let error = error_frame(frame.req_id, ErrorCode::Unavailable, "not served yet");
-                self.send(session, &error);
-            }
+            Upcall::PushAck {
+                session, msg_id, ..
+            } => self.acks.acked(session, msg_id),
+            Upcall::Request {
+                session,
+                uid,
+                frame,
+            } => self.request(session, uid, frame),
         }
     }
 
@@ -117,9 +305,389 @@ impl Logic {
         });
     }
 
-    fn send(&self, session: SessionId, frame: &Frame) {
-        if let Some(frame) = self.encode(frame) {
-            self.downlink.send(Downcall::Frame { session, frame });
+    fn request(&mut self, session: SessionId, uid: u64, frame: Frame) {
+        let req_id = frame.req_id;
+        let ticket = Ticket {
+            session,
+            req_id,
+            uid,
+            client_msg_id: None,
+        };
+        let Some(body) = frame.body else {
+            return self.fail(&ticket, ErrorCode::BadFrame, "frame has no body");
+        };
+        match body {
+            Body::SendReq(send) => self.send(ticket, send),
+            Body::HistoryReq(req) if req.peer_uid == 0 => {
+                self.fail(&ticket, ErrorCode::InvalidArgument, "peer_uid is 0")
+            }
+            Body::HistoryReq(req) => self.read(ticket, ReadQuery::History(req)),
+            Body::SyncReq(req) => self.read(ticket, ReadQuery::Sync(req)),
+            Body::ConversationsReq(req) => self.read(ticket, ReadQuery::Conversations(req)),
+            Body::ProfileReq(req) if req.uids.len() > MAX_PROFILE_UIDS => self.fail(
+                &ticket,
+                ErrorCode::InvalidArgument,
+                "at most 100 uids per profile_req",
+            ),
+            Body::ProfileReq(req) => self.read(ticket, ReadQuery::Profiles(req)),
+            Body::ReadReq(req) if req.peer_uid == 0 || req.peer_uid == uid => self.fail(
+                &ticket,
+                ErrorCode::InvalidArgument,
+                "peer_uid must be another user",
+            ),
+            Body::ReadReq(req) => self.write(
+                ticket,
+                WriteOp::Read {
+                    owner: uid,
+                    peer: req.peer_uid,
+                    seq: req.seq,
+                },
+            ),
+            Body::DeleteConversationReq(req) if req.peer_uid == 0 || req.peer_uid == uid => self
+                .fail(
+                    &ticket,
+                    ErrorCode::InvalidArgument,
+                    "peer_uid must be another user",
+                ),
+            Body::DeleteConversationReq(req) => self.write(
+                ticket,
+                WriteOp::Delete {
+                    owner: uid,
+                    peer: req.peer_uid,
+                },
+            ),
+            Body::SetProfileReq(req) => {
+                if req.nickname.chars().count() > MAX_NICKNAME_CHARS {
+                    return self.fail(
+                        &ticket,
+                        ErrorCode::InvalidArgument,
+                        "nickname is over 64 characters",
+                    );
+                }
+                if req.avatar_url.len() > MAX_AVATAR_URL {
+                    return self.fail(
+                        &ticket,
+                        ErrorCode::InvalidArgument,
+                        "avatar_url is over 512 bytes",
+                    );
+                }
+                self.write(
+                    ticket,
+                    WriteOp::SetProfile {
+                        uid,
+                        nickname: req.nickname,
+                        avatar_url: req.avatar_url,
+                    },
+                )
+            }
+            other => {
+                // The gateway answers Login, Ping and PushAck itself.
+                let message = format!("{} is not a request the logic tier serves", other.name());
+                self.fail(&ticket, ErrorCode::BadFrame, &message)
+            }
+        }
+    }
+
+    /// Validate, filter, rate-limit, dedup, then hand to the writer.
+    fn send(&mut self, mut ticket: Ticket, send: pb::SendReq) {
+        let uid = ticket.uid;
+        if send.to_uid == 0 || send.to_uid == uid {
+            return self.fail(
+                &ticket,
+                ErrorCode::InvalidArgument,
+                "to_uid must be another user",
+            );
+        }
+        if send.client_msg_id.is_empty() || send.client_msg_id.len() > MAX_CLIENT_MSG_ID {
+            return self.fail(
+                &ticket,
+                ErrorCode::InvalidArgument,
+                "client_msg_id must be 1 to 64 bytes",
+            );
+        }
+        if send.content.len() > self.config.max_content_bytes {
+            return self.fail(
+                &ticket,
+                ErrorCode::InvalidArgument,
+                "content is over the size limit",
+            );
+        }
+        if self.filter.rejects(&send.content) {
+            return self.fail(
+                &ticket,
+                ErrorCode::ContentRejected,
+                "refused by the content filter",
+            );
+        }
+        if self.limits.len() > 1_000_000 {
+            // Bounded: forgetting every bucket only grants a fresh burst.
+            self.limits.clear();
+        }
+        let (rate, burst) = (self.config.messages_per_sec, self.config.message_burst);
+        let now = self.now_ms();
+        let bucket = self
+            .limits
+            .entry(uid)
+            .or_insert_with(|| TokenBucket::full(burst, now));
+        if bucket.take(now, rate, burst) != Admit::Yes {
+            return self.fail(
+                &ticket,
+                ErrorCode::RateLimited,
+                "too many messages, retry later",
+            );
+        }
+        match self.recent.get_mut(uid, &send.client_msg_id) {
+            Some(Recent::Done {
+                msg_id,
+                seq,
+                server_time_ms,
+            }) => {
+                let resp = pb::SendResp {
+                    msg_id: *msg_id,
+                    seq: *seq,
+                    server_time_ms: *server_time_ms,
+                    duplicate: true,
+                };
+                return self.reply(&ticket, resp.into());
+            }
+            Some(Recent::Pending(waiters)) => {
+                waiters.push(ticket);
+                return;
+            }
+            None => {}
+        }
+        self.recent.insert_pending(uid, send.client_msg_id.clone());
+        ticket.client_msg_id = Some(send.client_msg_id.clone());
+        let op = WriteOp::Send {
+            from: uid,
+            to: send.to_uid,
+            client_msg_id: send.client_msg_id,
+            content_type: send.content_type,
+            content: send.content,
+        };
+        self.write(ticket, op);
+    }
+
+    fn write(&mut self, ticket: Ticket, op: WriteOp) {
+        let Some(writes) = &self.writes else {
+            return self.fail(&ticket, ErrorCode::Unavailable, "shutting down");
+        };
+        if let Err(e) = writes.try_send(WriteJob { op, ticket }) {
+            let job = match e {
+                TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+            };
+            self.settle_failed(&job.ticket);
+            self.fail(
+                &job.ticket,
+                ErrorCode::Unavailable,
+                "storage busy, retry later",
+            );
+        }
+    }
+
+    fn read(&mut self, ticket: Ticket, query: ReadQuery) {
+        let job = ReadJob {
+            session: ticket.session,
+            req_id: ticket.req_id,
+            uid: ticket.uid,
+            query,
+        };
+        if self.reads.try_send(job).is_err() {
+            self.fail(&ticket, ErrorCode::Unavailable, "storage busy, retry later");
+        }
+    }
+
+    fn on_committed(&mut self, done: Committed<Ticket>) {
+        for (ticket, result) in done {
+            match result {
+                Ok(Outcome::Sent { message, duplicate }) => {
+                    self.on_sent(ticket, message, duplicate)
+                }
+                Ok(Outcome::Read(read)) => {
+                    let resp = pb::ReadResp {
+                        unread: read.unread,
+                        total_unread: read.total_unread,
+                    };
+                    self.reply(&ticket, resp.into());
+                    self.notify_read(&ticket, &read);
+                }
+                Ok(Outcome::Deleted(read)) => {
+                    self.reply(&ticket, pb::DeleteConversationResp {}.into());
+                    self.notify_read(&ticket, &read);
+                }
+                Ok(Outcome::ProfileSet) => self.reply(&ticket, pb::SetProfileResp {}.into()),
+                Err(_) => {
+                    self.settle_failed(&ticket);
+                    self.fail(
+                        &ticket,
+                        ErrorCode::Unavailable,
+                        "storage unavailable, retry later",
+                    );
+                }
+            }
+        }
+    }
+
+    /// A send that will not be stored: retries waiting on it fail too.
+    fn settle_failed(&mut self, ticket: &Ticket) {
+        let Some(client_msg_id) = &ticket.client_msg_id else {
+            return;
+        };
+        if let Some(Recent::Pending(waiters)) = self.recent.remove(ticket.uid, client_msg_id) {
+            for waiter in waiters {
+                self.fail(
+                    &waiter,
+                    ErrorCode::Unavailable,
+                    "storage unavailable, retry later",
+                );
+            }
+        }
+    }
+
+    fn on_sent(&mut self, ticket: Ticket, message: pb::Message, duplicate: bool) {
+        let resp = pb::SendResp {
+            msg_id: message.msg_id,
+            seq: message.seq,
+            server_time_ms: message.server_time_ms,
+            duplicate,
+        };
+        let waiters = match self.recent.remove(message.from_uid, &message.client_msg_id) {
+            Some(Recent::Pending(waiters)) => waiters,
+            _ => Vec::new(),
+        };
+        self.recent.complete(
+            message.from_uid,
+            message.client_msg_id.clone(),
+            message.msg_id,
+            message.seq,
+            message.server_time_ms,
+        );
+        self.reply(&ticket, resp.into());
+        for waiter in waiters {
+            self.reply(
+                &waiter,
+                pb::SendResp {
+                    duplicate: true,
+                    ..resp
+                }
+                .into(),
+            );
+        }
+        if !duplicate {
+            self.fan_out(ticket.session, message);
+        }
+    }
+
+    /// Pushes a stored message to every online device of the recipient and
+    /// to the sender's other devices, and tracks each push until its ack.
+    fn fan_out(&mut self, origin: SessionId, message: pb::Message) {
+        let recipient_online = !self.presence.devices(message.to_uid).is_empty();
+        if !recipient_online {
+            self.offline.notify(&message);
+        }
+        let msg_id = message.msg_id;
+        let (to, from) = (message.to_uid, message.from_uid);
+        let Some(frame) = self.encode(&Frame {
+            req_id: 0,
+            body: Some(
+                pb::Push {
+                    message: Some(message),
+                }
+                .into(),
+            ),
+        }) else {
+            return;
+        };
+        let targets: Vec<SessionId> = self
+            .presence
+            .devices(to)
+            .iter()
+            .chain(self.presence.devices(from))
+            .map(|d| d.session)
+            .filter(|s| *s != origin)
+            .collect();
+        let now = self.now_ms();
+        for session in targets {
+            self.downlink.send(Downcall::Frame {
+                session,
+                frame: frame.clone(),
+            });
+            self.acks.pushed(session, msg_id, frame.clone(), now);
+        }
+    }
+
+    /// A read position moved: the peer's devices get a read receipt, the
+    /// reader's other devices learn it too.
+    fn notify_read(&mut self, ticket: &Ticket, read: &ReadOutcome) {
+        if !read.changed {
+            return;
+        }
+        let notice = pb::ReadNotice {
+            reader_uid: read.owner,
+            peer_uid: read.peer,
+            seq: read.seq,
+        };
+        let Some(frame) = self.encode(&Frame {
+            req_id: 0,
+            body: Some(notice.into()),
+        }) else {
+            return;
+        };
+        let targets: Vec<SessionId> = self
+            .presence
+            .devices(read.peer)
+            .iter()
+            .chain(self.presence.devices(read.owner))
+            .map(|d| d.session)
+            .filter(|s| *s != ticket.session)
+            .collect();
+        for session in targets {
+            self.downlink.send(Downcall::Frame {
+                session,
+                frame: frame.clone(),
+            });
+        }
+    }
+
+    fn expire_acks(&mut self, due: &mut Vec<Due>) {
+        let now = self.now_ms();
+        let presence = &self.presence;
+        self.acks
+            .expire(now, |session| presence.is_online(session), due);
+        for item in due.drain(..) {
+            match item {
+                Due::Resend { session, frame } => {
+                    self.downlink.send(Downcall::Frame { session, frame })
+                }
+                Due::Close { session } => {
+                    log::info!("closing session {session:?}: pushes unacked");
+                    self.downlink.send(Downcall::Close {
+                        session,
+                        last: None,
+                    });
+                }
+            }
+        }
+    }
+
+    fn reply(&self, ticket: &Ticket, body: Body) {
+        if let Some(frame) = self.encode(&Frame {
+            req_id: ticket.req_id,
+            body: Some(body),
+        }) {
+            self.downlink.send(Downcall::Frame {
+                session: ticket.session,
+                frame,
+            });
+        }
+    }
+
+    fn fail(&self, ticket: &Ticket, code: ErrorCode, message: &str) {
+        if let Some(frame) = self.encode(&error_frame(ticket.req_id, code, message)) {
+            self.downlink.send(Downcall::Frame {
+                session: ticket.session,
+                frame,
+            });
         }
     }
 

@@ -15,6 +15,7 @@
 //! - [`link`]: the messages between the gateway and the logic tier, which
 //!   both depend on and neither owns.
 //! - [`timer`]: the hashed timer wheel both tiers' event loops use.
+//! - [`rate`]: the token bucket both tiers' rate limits use.
 //!
 //! A frame on the wire is a 4-byte big-endian length `L` (1..=max_frame)
 //! followed by `L` bytes of one protobuf `im.v1.Frame`; see `docs/protocol.md`.
@@ -23,6 +24,7 @@ pub mod body;
 pub mod client;
 pub mod codec;
 pub mod link;
+pub mod rate;
 pub mod timer;
 pub mod token;
 

@@ -1,0 +1,207 @@
+//! A whole node on port 0 with its own data dir, and helpers that speak the
+//! contract through the real client.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use gateway::Config;
+use gateway::node::Node;
+use protocol::{Body, Client, ErrorCode, Frame, pb, token};
+
+pub const SECRET: &str = "contract-test-secret";
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long "nothing arrives" is watched for.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
+
+pub struct TestNode {
+    node: Option<Node>,
+    pub config: Config,
+    pub dir: PathBuf,
+}
+
+/// A config for tests: loopback, port 0, no admin port, a fresh data dir.
+pub fn test_config() -> (Config, PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "im-contract-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = Config::default();
+    config.gateway.listen = "127.0.0.1:0".into();
+    config.gateway.workers = 2;
+    config.admin.listen = String::new();
+    config.auth.secret = SECRET.into();
+    config.storage.data_dir = dir.display().to_string();
+    (config, dir)
+}
+
+impl TestNode {
+    pub fn start() -> TestNode {
+        TestNode::with(|_| {})
+    }
+
+    pub fn with(tweak: impl FnOnce(&mut Config)) -> TestNode {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let (mut config, dir) = test_config();
+        tweak(&mut config);
+        let node = Node::start(&config).expect("node starts");
+        TestNode {
+            node: Some(node),
+            config,
+            dir,
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.node.as_ref().expect("running").local_addr()
+    }
+
+    pub fn connect(&self) -> Client {
+        let mut client = Client::connect(self.addr()).expect("connect");
+        client.set_timeout(WAIT);
+        client
+    }
+
+    /// A logged-in client of `uid` on `device`.
+    pub fn login(&self, uid: u64, device: &str) -> Client {
+        let mut client = self.connect();
+        client
+            .login(uid, &valid_token(uid), device, pb::Platform::Mobile)
+            .expect("login");
+        client
+    }
+
+    /// Graceful stop and a new node on the same data dir and port-0 config.
+    pub fn restart(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown();
+        }
+        self.node = Some(Node::start(&self.config).expect("node restarts"));
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn valid_token(uid: u64) -> String {
+    token::mint(SECRET.as_bytes(), uid, logic::auth::unix_secs() + 3600)
+}
+
+pub fn send(client: &mut Client, to_uid: u64, client_msg_id: &str, content: &[u8]) -> pb::SendResp {
+    try_send(client, to_uid, client_msg_id, content).expect("send_resp")
+}
+
+pub fn try_send(
+    client: &mut Client,
+    to_uid: u64,
+    client_msg_id: &str,
+    content: &[u8],
+) -> Result<pb::SendResp, protocol::ClientError> {
+    client.call(pb::SendReq {
+        to_uid,
+        client_msg_id: client_msg_id.into(),
+        content_type: 1,
+        content: content.to_vec(),
+    })
+}
+
+pub fn expect_code<T: std::fmt::Debug>(result: Result<T, protocol::ClientError>, code: ErrorCode) {
+    match result {
+        Err(e) => assert_eq!(e.code(), Some(code), "{e}"),
+        Ok(v) => panic!("expected {code:?}, got {v:?}"),
+    }
+}
+
+/// The next server-initiated frame, which must exist.
+pub fn next_event(client: &mut Client) -> Frame {
+    client
+        .next_event(WAIT)
+        .expect("read")
+        .expect("a server-initiated frame")
+}
+
+/// The next event must be a push; it is acked.
+pub fn expect_push(client: &mut Client) -> pb::Message {
+    let frame = next_event(client);
+    let Some(Body::Push(push)) = frame.body else {
+        panic!("expected a push, got {frame:?}");
+    };
+    let message = push.message.expect("push carries a message");
+    ack(client, message.msg_id);
+    message
+}
+
+pub fn ack(client: &mut Client, msg_id: u64) {
+    client
+        .send_frame(&Frame {
+            req_id: 0,
+            body: Some(pb::PushAck { msg_id }.into()),
+        })
+        .expect("push_ack");
+}
+
+pub fn expect_read_notice(client: &mut Client) -> pb::ReadNotice {
+    let frame = next_event(client);
+    match frame.body {
+        Some(Body::ReadNotice(notice)) => notice,
+        other => panic!("expected a read notice, got {other:?}"),
+    }
+}
+
+/// Nothing server-initiated arrives for a while.
+pub fn expect_quiet(client: &mut Client) {
+    if let Some(frame) = client.next_event(QUIET).expect("read") {
+        panic!("expected nothing, got {frame:?}");
+    }
+}
+
+pub fn history(
+    client: &mut Client,
+    peer_uid: u64,
+    after_seq: u64,
+    before_seq: u64,
+    limit: u32,
+) -> pb::HistoryResp {
+    client
+        .call(pb::HistoryReq {
+            peer_uid,
+            after_seq,
+            before_seq,
+            limit,
+        })
+        .expect("history_resp")
+}
+
+pub fn seqs(messages: &[pb::Message]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+pub fn sync(client: &mut Client, cursor: u64, limit: u32) -> pb::SyncResp {
+    client
+        .call(pb::SyncReq { cursor, limit })
+        .expect("sync_resp")
+}
+
+pub fn conversations(client: &mut Client, limit: u32, cursor: Vec<u8>) -> pb::ConversationsResp {
+    client
+        .call(pb::ConversationsReq { limit, cursor })
+        .expect("conversations_resp")
+}
+
+pub fn read(client: &mut Client, peer_uid: u64, seq: u64) -> pb::ReadResp {
+    client
+        .call(pb::ReadReq { peer_uid, seq })
+        .expect("read_resp")
+}

@@ -1,0 +1,176 @@
+//! Acknowledged means durable: `kill -9` the server process while sends are
+//! in flight, restart it on the same data dir, and find every acknowledged
+//! message with the msg_id and seq it was acknowledged with.
+
+use std::collections::HashMap;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use protocol::{Body, Client, pb, token};
+
+const SECRET: &str = "durability-test-secret";
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Never leave a server behind, whatever happened to the test.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dir: &std::path::Path, port: u16) -> Server {
+    let config = dir.join("test.toml");
+    std::fs::create_dir_all(dir).unwrap();
+    // No admin port (tests run side by side); limits out of the way so that
+    // thousands of sends are in flight when the process dies.
+    let toml = "[admin]\nlisten = \"\"\n\
+                [gateway]\ninbound_frames_per_sec = 1000000\ninbound_burst = 1000000\n\
+                [logic]\nmessages_per_sec = 1000000\nmessage_burst = 1000000\n";
+    std::fs::write(&config, toml).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_im-gateway"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("IM_AUTH_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn im-gateway");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+    Server { child, port }
+}
+
+fn login(port: u16, uid: u64) -> Client {
+    let mut client = Client::connect(("127.0.0.1", port)).unwrap();
+    client.set_timeout(Duration::from_secs(5));
+    let token = token::mint(SECRET.as_bytes(), uid, logic::auth::unix_secs() + 600);
+    client
+        .login(uid, &token, "phone", pb::Platform::Mobile)
+        .unwrap();
+    client
+}
+
+#[test]
+fn acked_messages_survive_kill_9() {
+    let dir = std::env::temp_dir().join(format!("im-durability-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = free_port();
+    let mut server = start(&dir, port);
+
+    // Keep 500 sends in flight; kill the server while they fly.
+    let sender = thread::spawn(move || {
+        let mut client = login(port, 1);
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut acked = Vec::new();
+        for i in 0..1_000_000u64 {
+            let req = pb::SendReq {
+                to_uid: 2,
+                client_msg_id: format!("m{i}"),
+                content_type: 1,
+                content: vec![7; 100],
+            };
+            match client.send_request(req) {
+                Ok(id) => in_flight.push_back((id, i)),
+                Err(_) => break,
+            }
+            if in_flight.len() == 500 {
+                let (id, i) = in_flight.pop_front().unwrap();
+                match client.wait_response(id, Duration::from_secs(5)) {
+                    Ok(frame) => match frame.body {
+                        Some(Body::SendResp(resp)) => acked.push((i, resp)),
+                        other => panic!("unexpected answer {other:?}"),
+                    },
+                    Err(_) => break,
+                }
+            }
+        }
+        acked
+    });
+    thread::sleep(Duration::from_millis(700));
+    server.child.kill().expect("SIGKILL"); // Child::kill is SIGKILL on Unix
+    server.child.wait().unwrap();
+    let acked = sender.join().unwrap();
+    assert!(
+        acked.len() > 100,
+        "the test needs acked messages before the kill, got {}",
+        acked.len()
+    );
+
+    let server = start(&dir, server.port);
+    let mut reader = login(server.port, 2);
+    // Page backwards from the newest (after_seq 0 means "the latest").
+    let mut stored = HashMap::new();
+    let mut seqs = Vec::new();
+    let mut before = 0;
+    loop {
+        let page = reader
+            .call(pb::HistoryReq {
+                peer_uid: 1,
+                after_seq: 0,
+                before_seq: before,
+                limit: 200,
+            })
+            .unwrap();
+        for m in &page.messages {
+            seqs.push(m.seq);
+            stored.insert(m.client_msg_id.clone(), (m.msg_id, m.seq));
+        }
+        match page.messages.first() {
+            Some(first) if page.more => before = first.seq,
+            _ => break,
+        }
+    }
+    seqs.sort();
+    let last = seqs.len() as u64;
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "seqs 1..N without gaps"
+    );
+    for (i, resp) in &acked {
+        assert_eq!(
+            stored.get(&format!("m{i}")),
+            Some(&(resp.msg_id, resp.seq)),
+            "acked message m{i} lost or changed"
+        );
+    }
+    // And the sequence carries on where storage left it.
+    let mut client = login(server.port, 1);
+    let next = client
+        .call(pb::SendReq {
+            to_uid: 2,
+            client_msg_id: "after-restart".into(),
+            content_type: 1,
+            content: vec![],
+        })
+        .unwrap();
+    assert_eq!(next.seq, last + 1);
+    println!(
+        "{} acked before kill -9, {} stored, all acked found",
+        acked.len(),
+        stored.len()
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

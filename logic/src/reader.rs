@@ -1,0 +1,266 @@
+//! Reader threads: History, Sync, Conversations and Profiles, answered from
+//! committed data on connections of their own, so that reads never wait
+//! behind the writer's commits and the pipeline never waits on a read.
+//!
+//! A read issued after a SendResp sees that message: SendResp is sent only
+//! after the commit. Each request reads one snapshot.
+
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::Receiver;
+use protocol::body::error_frame;
+use protocol::link::{Downcall, Downlink, SessionId};
+use protocol::{Body, ErrorCode, Frame, FrameCodec, pb};
+
+use crate::pages::{Keep, fit};
+use crate::store::{ConvRow, Pair, ReadStore, StoreError, StoreResult};
+
+/// Ids and seqs are stored below 2^63; client-supplied bounds are clamped.
+const MAX_STORED: u64 = i64::MAX as u64;
+
+pub enum ReadQuery {
+    History(pb::HistoryReq),
+    Sync(pb::SyncReq),
+    Conversations(pb::ConversationsReq),
+    Profiles(pb::ProfileReq),
+}
+
+pub struct ReadJob {
+    pub session: SessionId,
+    pub req_id: u64,
+    pub uid: u64,
+    pub query: ReadQuery,
+}
+
+/// Starts `stores.len()` reader threads sharing one job queue.
+pub fn spawn(
+    stores: Vec<Box<dyn ReadStore>>,
+    jobs: Receiver<ReadJob>,
+    downlink: Arc<dyn Downlink>,
+    max_frame: usize,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::new();
+    for (n, mut store) in stores.into_iter().enumerate() {
+        let jobs = jobs.clone();
+        let downlink = downlink.clone();
+        let codec = FrameCodec::new(max_frame);
+        threads.push(
+            thread::Builder::new()
+                .name(format!("im-store-reader-{n}"))
+                .spawn(move || {
+                    for job in jobs {
+                        let frame = match answer(store.as_mut(), job.uid, job.query, max_frame) {
+                            Ok(body) => Frame {
+                                req_id: job.req_id,
+                                body: Some(body),
+                            },
+                            Err(ReadError::Invalid(message)) => {
+                                error_frame(job.req_id, ErrorCode::InvalidArgument, message)
+                            }
+                            Err(ReadError::Store(e)) => {
+                                log::warn!("read failed: {e}");
+                                error_frame(
+                                    job.req_id,
+                                    ErrorCode::Unavailable,
+                                    "storage unavailable, retry later",
+                                )
+                            }
+                        };
+                        match codec.encode_to_bytes(&frame) {
+                            Ok(frame) => downlink.send(Downcall::Frame {
+                                session: job.session,
+                                frame,
+                            }),
+                            Err(e) => log::error!("cannot encode a read response: {e}"),
+                        }
+                    }
+                })?,
+        );
+    }
+    Ok(threads)
+}
+
+pub enum ReadError {
+    Invalid(&'static str),
+    Store(StoreError),
+}
+
+impl From<StoreError> for ReadError {
+    fn from(e: StoreError) -> Self {
+        ReadError::Store(e)
+    }
+}
+
+/// Answers one query for `uid` from one snapshot.
+pub fn answer(
+    store: &mut dyn ReadStore,
+    uid: u64,
+    query: ReadQuery,
+    max_frame: usize,
+) -> Result<Body, ReadError> {
+    store.begin_snapshot()?;
+    let body = match query {
+        ReadQuery::History(req) => history(store, uid, req, max_frame),
+        ReadQuery::Sync(req) => sync(store, uid, req, max_frame),
+        ReadQuery::Conversations(req) => conversations(store, uid, req, max_frame),
+        ReadQuery::Profiles(req) => profiles(store, req, max_frame),
+    };
+    store.end_snapshot();
+    body
+}
+
+fn history(
+    store: &mut dyn ReadStore,
+    uid: u64,
+    req: pb::HistoryReq,
+    max_frame: usize,
+) -> Result<Body, ReadError> {
+    let limit = match req.limit {
+        0 => 50,
+        n => n.min(200),
+    } as usize;
+    if req.peer_uid == uid {
+        return Ok(pb::HistoryResp {
+            messages: vec![],
+            more: false,
+        }
+        .into());
+    }
+    let pair = Pair::of(uid, req.peer_uid);
+    // What the caller deleted stays hidden from the caller.
+    let hidden_up_to = store
+        .conversation(uid, req.peer_uid)?
+        .map_or(0, |row| row.deleted_up_to);
+    let (mut messages, mut more) = if req.after_seq > 0 {
+        let after = req.after_seq.min(MAX_STORED).max(hidden_up_to);
+        let mut page = store.messages_after(pair, after, limit + 1)?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page, more)
+    } else {
+        let below = if req.before_seq > 0 {
+            req.before_seq.min(MAX_STORED)
+        } else {
+            MAX_STORED
+        };
+        let mut page = store.messages_before(pair, below, hidden_up_to, limit + 1)?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        page.reverse();
+        (page, more)
+    };
+    let keep = if req.after_seq > 0 {
+        Keep::Front
+    } else {
+        Keep::Back
+    };
+    more |= fit(&mut messages, max_frame, keep) > 0;
+    Ok(pb::HistoryResp { messages, more }.into())
+}
+
+/// The wire form of a row, with its last message unless the owner deleted it.
+fn conversation(store: &mut dyn ReadStore, row: &ConvRow) -> StoreResult<pb::Conversation> {
+    let last = if row.last_seq > row.deleted_up_to {
+        store.message(Pair::of(row.owner, row.peer), row.last_seq)?
+    } else {
+        None
+    };
+    Ok(row.to_wire(last))
+}
+
+fn sync(
+    store: &mut dyn ReadStore,
+    uid: u64,
+    req: pb::SyncReq,
+    max_frame: usize,
+) -> Result<Body, ReadError> {
+    let limit = match req.limit {
+        0 => 100,
+        n => n.min(500),
+    } as usize;
+    let mut rows = store.changed_since(uid, req.cursor.min(MAX_STORED), limit + 1)?;
+    let mut more = rows.len() > limit;
+    rows.truncate(limit);
+    let mut conversations = rows
+        .iter()
+        .map(|row| conversation(store, row))
+        .collect::<StoreResult<Vec<_>>>()?;
+    let dropped = fit(&mut conversations, max_frame, Keep::Front);
+    more |= dropped > 0;
+    rows.truncate(conversations.len());
+    let cursor = rows.last().map_or(req.cursor, |row| row.version);
+    Ok(pb::SyncResp {
+        conversations,
+        cursor,
+        more,
+    }
+    .into())
+}
+
+fn conversations(
+    store: &mut dyn ReadStore,
+    uid: u64,
+    req: pb::ConversationsReq,
+    max_frame: usize,
+) -> Result<Body, ReadError> {
+    let limit = match req.limit {
+        0 => 50,
+        n => n.min(200),
+    } as usize;
+    let below = match req.cursor.len() {
+        0 => MAX_STORED,
+        8 => {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&req.cursor);
+            u64::from_be_bytes(bytes).min(MAX_STORED)
+        }
+        _ => return Err(ReadError::Invalid("cursor is not one this server gave out")),
+    };
+    let mut rows = store.visible_by_recency(uid, below, limit + 1)?;
+    let mut more = rows.len() > limit;
+    rows.truncate(limit);
+    let mut conversations = rows
+        .iter()
+        .map(|row| conversation(store, row))
+        .collect::<StoreResult<Vec<_>>>()?;
+    more |= fit(&mut conversations, max_frame, Keep::Front) > 0;
+    rows.truncate(conversations.len());
+    let next_cursor = match rows.last() {
+        Some(row) if more => row.last_msg_id.to_be_bytes().to_vec(),
+        _ => Vec::new(),
+    };
+    let total_unread = store.total_unread(uid)?;
+    Ok(pb::ConversationsResp {
+        conversations,
+        total_unread,
+        next_cursor,
+    }
+    .into())
+}
+
+fn profiles(
+    store: &mut dyn ReadStore,
+    req: pb::ProfileReq,
+    max_frame: usize,
+) -> Result<Body, ReadError> {
+    let found = store.profiles(&req.uids)?;
+    let mut profiles: Vec<pb::Profile> = req
+        .uids
+        .iter()
+        .map(|uid| {
+            found
+                .iter()
+                .find(|p| p.uid == *uid)
+                .cloned()
+                .unwrap_or(pb::Profile {
+                    uid: *uid,
+                    ..Default::default()
+                })
+        })
+        .collect();
+    // 100 profiles at their largest exceed a 64 KiB frame; the rest are left
+    // out and the client asks again for the uids it did not get.
+    fit(&mut profiles, max_frame, Keep::Front);
+    Ok(pb::ProfileResp { profiles }.into())
+}

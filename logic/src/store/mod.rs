@@ -1,0 +1,220 @@
+//! Storage: what the logic tier keeps, and the two traits every backend
+//! implements.
+//!
+//! The rows follow the design our users started from:
+//!
+//! - **messages**: one row per message, keyed by the conversation
+//!   `(small_uid, big_uid)` and its `seq`, with `msg_id`, `direction` (which
+//!   of the two sent it), `from_uid`, `client_msg_id`, `content_type`,
+//!   `content`, `create_time`. A unique key on `(from_uid, client_msg_id)`
+//!   makes dedup hold forever.
+//! - **conversations** (the design's contacts): two rows per pair, one per
+//!   side, owned by `owner_uid`: last seq and msg_id, read seq, the peer's
+//!   read seq, deleted-up-to seq, hidden, updated time, and `version`, the
+//!   sync cursor. They are written in the same transaction as the messages,
+//!   so the list, the unread counts and the history never disagree.
+//! - **profiles**.
+//!
+//! Writes go through one [`WriteStore`] on the writer thread, a batch per
+//! transaction (see `writer.rs`); reads through [`ReadStore`]s on reader
+//! threads (see `reader.rs`).
+
+pub mod sqlite;
+
+use protocol::pb;
+
+/// The two users of a conversation, smaller uid first: one key per pair
+/// whoever sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pair {
+    pub small: u64,
+    pub big: u64,
+}
+
+impl Pair {
+    pub fn of(a: u64, b: u64) -> Pair {
+        Pair {
+            small: a.min(b),
+            big: a.max(b),
+        }
+    }
+}
+
+/// One side's row of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvRow {
+    pub owner: u64,
+    pub peer: u64,
+    /// The conversation's latest seq (the same on both sides).
+    pub last_seq: u64,
+    pub last_msg_id: u64,
+    /// How far the owner has read.
+    pub read_seq: u64,
+    /// How far the peer has read (the owner's read receipts).
+    pub peer_read_seq: u64,
+    /// History up to here is hidden from the owner (DeleteConversation).
+    pub deleted_up_to: u64,
+    /// Hidden from the owner's list until the next message.
+    pub hidden: bool,
+    pub updated_ms: u64,
+    /// When this row last changed, on the node's change counter: the sync cursor.
+    pub version: u64,
+}
+
+impl ConvRow {
+    pub fn new(owner: u64, peer: u64) -> ConvRow {
+        ConvRow {
+            owner,
+            peer,
+            last_seq: 0,
+            last_msg_id: 0,
+            read_seq: 0,
+            peer_read_seq: 0,
+            deleted_up_to: 0,
+            hidden: false,
+            updated_ms: 0,
+            version: 0,
+        }
+    }
+
+    pub fn unread(&self) -> u64 {
+        self.last_seq.saturating_sub(self.read_seq)
+    }
+
+    pub fn key(&self) -> (u64, u64) {
+        (self.owner, self.peer)
+    }
+
+    /// The wire form, with the last message if the caller found it.
+    pub fn to_wire(&self, last_message: Option<pb::Message>) -> pb::Conversation {
+        pb::Conversation {
+            peer_uid: self.peer,
+            last_seq: self.last_seq,
+            read_seq: self.read_seq,
+            unread: self.unread(),
+            peer_read_seq: self.peer_read_seq,
+            last_message,
+            updated_ms: self.updated_ms,
+            deleted: self.hidden,
+        }
+    }
+}
+
+/// What the writer needs to resume after a restart.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Recovered {
+    pub max_msg_id: u64,
+    pub max_version: u64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or refused the operation: the write
+    /// did not happen. Clients get UNAVAILABLE and may retry.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The data is not what the schema promises.
+    #[error("storage corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The writer thread's connection. Between `begin` and `commit` every call
+/// is one transaction; an error anywhere means the caller rolls back and
+/// the whole batch is refused.
+pub trait WriteStore: Send {
+    /// State to resume from: the highest msg_id and change version stored.
+    fn recover(&mut self) -> StoreResult<Recovered>;
+    fn begin(&mut self) -> StoreResult<()>;
+    fn commit(&mut self) -> StoreResult<()>;
+    fn rollback(&mut self);
+    /// Messages already stored under these (from_uid, client_msg_id) keys.
+    fn find_sent(&mut self, keys: &[(u64, &str)]) -> StoreResult<Vec<pb::Message>>;
+    /// The conversation rows that exist among these (owner, peer) keys.
+    fn load_conversations(&mut self, keys: &[(u64, u64)]) -> StoreResult<Vec<ConvRow>>;
+    fn insert_messages(&mut self, messages: &[pb::Message]) -> StoreResult<()>;
+    /// Inserts or replaces these rows.
+    fn put_conversations(&mut self, rows: &[&ConvRow]) -> StoreResult<()>;
+    fn put_profiles(&mut self, profiles: &[pb::Profile], updated_ms: u64) -> StoreResult<()>;
+    /// Unread messages over the owner's visible conversations, as stored
+    /// in the open transaction.
+    fn total_unread(&mut self, owner: u64) -> StoreResult<u64>;
+}
+
+/// A reader thread's connection: committed data only.
+pub trait ReadStore: Send {
+    /// The reads until `end_snapshot` see one consistent state.
+    fn begin_snapshot(&mut self) -> StoreResult<()>;
+    fn end_snapshot(&mut self);
+    fn conversation(&mut self, owner: u64, peer: u64) -> StoreResult<Option<ConvRow>>;
+    /// Messages with `seq > after`, ascending, at most `limit`.
+    fn messages_after(
+        &mut self,
+        pair: Pair,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<pb::Message>>;
+    /// Messages with `above < seq < below`, descending, at most `limit`.
+    fn messages_before(
+        &mut self,
+        pair: Pair,
+        below: u64,
+        above: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<pb::Message>>;
+    fn message(&mut self, pair: Pair, seq: u64) -> StoreResult<Option<pb::Message>>;
+    /// The owner's rows with `version > after`, by version, at most `limit`.
+    fn changed_since(&mut self, owner: u64, after: u64, limit: usize) -> StoreResult<Vec<ConvRow>>;
+    /// The owner's visible rows with `last_msg_id < below`, newest first, at most `limit`.
+    fn visible_by_recency(
+        &mut self,
+        owner: u64,
+        below: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<ConvRow>>;
+    fn total_unread(&mut self, owner: u64) -> StoreResult<u64>;
+    /// Stored profiles among `uids` (unknown uids are simply absent).
+    fn profiles(&mut self, uids: &[u64]) -> StoreResult<Vec<pb::Profile>>;
+}
+
+/// Opens connections of one backend: one writer, any number of readers.
+pub trait Backend: Send + Sync {
+    fn writer(&self) -> StoreResult<Box<dyn WriteStore>>;
+    fn reader(&self) -> StoreResult<Box<dyn ReadStore>>;
+}
+
+/// Rebuilds a message from its row: the sender and recipient follow from
+/// the pair and the direction (0: small to big, 1: big to small).
+#[allow(clippy::too_many_arguments)]
+pub fn message_from_row(
+    pair: Pair,
+    seq: u64,
+    msg_id: u64,
+    direction: u8,
+    client_msg_id: String,
+    content_type: u32,
+    content: Vec<u8>,
+    create_time_ms: u64,
+) -> pb::Message {
+    let (from_uid, to_uid) = if direction == 0 {
+        (pair.small, pair.big)
+    } else {
+        (pair.big, pair.small)
+    };
+    pb::Message {
+        msg_id,
+        from_uid,
+        to_uid,
+        seq,
+        client_msg_id,
+        content_type,
+        content,
+        server_time_ms: create_time_ms,
+    }
+}
+
+/// The direction column for a message from `from_uid`.
+pub fn direction(from_uid: u64, to_uid: u64) -> u8 {
+    u8::from(from_uid > to_uid)
+}
