@@ -118,8 +118,17 @@ impl Sequencer {
         now_ms: u64,
     ) -> Result<Vec<Outcome>, StoreError> {
         store.begin()?;
+        let t0 = Instant::now();
         let result = self.apply_in_transaction(store, ops, now_ms);
-        let (outcomes, staged) = match result.and_then(|done| store.commit().map(|()| done)) {
+        let t1 = Instant::now();
+        let result = result.and_then(|done| store.commit().map(|()| done));
+        log::debug!(
+            "batch of {}: applied in {:?}, committed in {:?}",
+            ops.len(),
+            t1 - t0,
+            t1.elapsed()
+        );
+        let (outcomes, staged) = match result {
             Ok(done) => done,
             Err(e) => {
                 store.rollback();

@@ -1,0 +1,227 @@
+//! Many client connections on one `mio::Poll`: what every mode drives.
+//!
+//! The modes decide what to send; the fleet moves bytes. `poll` hands each
+//! decoded frame (or a close) to the caller, and `flush` writes whatever the
+//! caller queued, asking for WRITABLE only while bytes are left over.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use protocol::{Body, Frame, pb, token};
+use slab::Slab;
+
+use crate::conn::{self, Conn};
+
+pub enum Event {
+    Frame(Frame),
+    /// The server closed the connection (or it failed).
+    Closed,
+}
+
+pub struct Fleet {
+    poll: Poll,
+    events: Events,
+    pub conns: Slab<Conn>,
+    /// Connections with output queued since the last flush.
+    dirty: Vec<usize>,
+    frames: Vec<Frame>,
+}
+
+impl Fleet {
+    pub fn new() -> io::Result<Fleet> {
+        Ok(Fleet {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            conns: Slab::new(),
+            dirty: Vec::new(),
+            frames: Vec::new(),
+        })
+    }
+
+    /// Starts connecting; the connection is usable (requests queue) at once.
+    pub fn open(&mut self, addr: SocketAddr, source: Option<IpAddr>) -> io::Result<usize> {
+        let mut stream = conn::connect(addr, source)?;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(Conn::new(stream)).wants_write = true;
+        Ok(key)
+    }
+
+    pub fn close(&mut self, key: usize) {
+        if self.conns.contains(key) {
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
+    }
+
+    /// Queues a request on `key`; returns its req_id.
+    pub fn request(&mut self, key: usize, body: impl Into<Body>) -> u64 {
+        self.dirty.push(key);
+        self.conns[key].request(body)
+    }
+
+    pub fn notify(&mut self, key: usize, body: impl Into<Body>) {
+        self.dirty.push(key);
+        self.conns[key].notify(body)
+    }
+
+    /// Waits up to `timeout` for readiness and hands every frame and close
+    /// to `handle`. Closed connections are removed after `handle` sees them.
+    pub fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        mut handle: impl FnMut(&mut Fleet, usize, Event),
+    ) -> io::Result<()> {
+        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        let ready: Vec<(usize, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token().0,
+                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                    e.is_writable(),
+                )
+            })
+            .collect();
+        for (key, readable, writable) in ready {
+            if writable && self.conns.contains(key) {
+                self.dirty.push(key);
+            }
+            if !readable || !self.conns.contains(key) {
+                continue;
+            }
+            let mut frames = std::mem::take(&mut self.frames);
+            let open = self.conns[key].read(&mut frames).unwrap_or(false);
+            for frame in frames.drain(..) {
+                handle(self, key, Event::Frame(frame));
+            }
+            self.frames = frames;
+            if !open && self.conns.contains(key) {
+                handle(self, key, Event::Closed);
+                self.close(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what was queued; returns the keys whose connection failed.
+    pub fn flush(&mut self) -> Vec<usize> {
+        let mut failed = Vec::new();
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for key in dirty.drain(..) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            match conn.flush() {
+                Ok(drained) => {
+                    if drained == conn.wants_write {
+                        conn.wants_write = !drained;
+                        let interest = if drained {
+                            Interest::READABLE
+                        } else {
+                            Interest::READABLE | Interest::WRITABLE
+                        };
+                        let _ =
+                            self.poll
+                                .registry()
+                                .reregister(&mut conn.stream, Token(key), interest);
+                    }
+                }
+                Err(_) => failed.push(key),
+            }
+        }
+        self.dirty = dirty;
+        failed
+    }
+
+    /// Opens one logged-in connection per `(uid, device)`, from the given
+    /// source addresses in turn. Returns the keys (None where it failed)
+    /// and how long it took.
+    pub fn login_all(
+        &mut self,
+        addr: SocketAddr,
+        sources: &[IpAddr],
+        secret: &[u8],
+        who: &[(u64, String)],
+        timeout: Duration,
+    ) -> (Vec<Option<usize>>, Duration) {
+        let started = Instant::now();
+        let expires = unix_secs() + 24 * 3600;
+        let mut keys = vec![None; who.len()];
+        let mut pending = std::collections::HashMap::new();
+        for (i, (uid, device)) in who.iter().enumerate() {
+            let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
+            let Ok(key) = self.open(addr, source) else {
+                continue;
+            };
+            self.request(
+                key,
+                pb::LoginReq {
+                    uid: *uid,
+                    token: token::mint(secret, *uid, expires),
+                    device_id: device.clone(),
+                    platform: pb::Platform::Pc as i32,
+                },
+            );
+            pending.insert(key, i);
+            // Keep the connect queue moving while opening thousands.
+            if i % 256 == 255 {
+                self.settle_logins(&mut pending, &mut keys, Duration::ZERO);
+            }
+        }
+        let deadline = started + timeout;
+        while !pending.is_empty() && Instant::now() < deadline {
+            self.settle_logins(&mut pending, &mut keys, Duration::from_millis(20));
+        }
+        for key in pending.into_keys() {
+            self.close(key);
+        }
+        (keys, started.elapsed())
+    }
+
+    fn settle_logins(
+        &mut self,
+        pending: &mut std::collections::HashMap<usize, usize>,
+        keys: &mut [Option<usize>],
+        timeout: Duration,
+    ) {
+        for key in self.flush() {
+            pending.remove(&key);
+            self.close(key);
+        }
+        let _ = self.poll(Some(timeout), |fleet, key, event| match event {
+            Event::Frame(frame) if frame.req_id == 1 => {
+                if let Some(i) = pending.remove(&key) {
+                    match frame.body {
+                        Some(Body::LoginResp(_)) => keys[i] = Some(key),
+                        _ => fleet.close(key),
+                    }
+                }
+            }
+            Event::Frame(_) => {}
+            Event::Closed => {
+                pending.remove(&key);
+            }
+        });
+    }
+}
+
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

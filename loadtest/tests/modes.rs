@@ -1,0 +1,156 @@
+//! Every mode, briefly, against a real node in this process (and the real
+//! binary for the multi-process idle run), asserting the counts.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use gateway::Config;
+use gateway::node::Node;
+use loadtest::{idle, pairs, storm};
+
+const SECRET: &str = "loadtest-test-secret";
+
+fn node(name: &str) -> (Node, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("im-loadtest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = Config::default();
+    config.gateway.listen = "127.0.0.1:0".into();
+    config.gateway.inbound_frames_per_sec = 1_000_000;
+    config.gateway.inbound_burst = 1_000_000;
+    config.admin.listen = String::new();
+    config.auth.secret = SECRET.into();
+    config.logic.messages_per_sec = 1_000_000;
+    config.logic.message_burst = 1_000_000;
+    config.storage.data_dir = dir.display().to_string();
+    (Node::start(&config).expect("node starts"), dir)
+}
+
+fn pairs_config(addr: SocketAddr) -> pairs::PairsConfig {
+    pairs::PairsConfig {
+        addr,
+        pairs: 5,
+        devices: 2,
+        rate: 0.0,
+        window: 16,
+        size: 64,
+        duration: None,
+        messages: Some(1_000),
+        bidir: true,
+        secret: SECRET.as_bytes().to_vec(),
+        seed: 7,
+        uid_base: 0,
+        drain: Duration::from_secs(10),
+        sources: vec![],
+    }
+}
+
+#[test]
+fn pairs_delivers_every_message_to_every_device() {
+    let (node, dir) = node("pairs");
+    let report = pairs::run(&pairs_config(node.local_addr())).unwrap();
+    assert_eq!(report.sent, 1_000);
+    assert_eq!(report.acked, 1_000);
+    // Each message reaches the recipient's 2 devices and the sender's other one.
+    assert_eq!(report.verdict.delivered, 3_000);
+    assert!(report.verdict.clean(), "{:?}", report.verdict);
+    assert_eq!(report.errors, 0);
+    assert_eq!(report.ack.count, 1_000);
+    assert_eq!(report.deliver.count, 3_000);
+    node.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn pairs_at_a_fixed_rate_keeps_the_rate() {
+    let (node, dir) = node("rate");
+    let mut config = pairs_config(node.local_addr());
+    config.rate = 500.0;
+    config.messages = None;
+    config.duration = Some(Duration::from_secs(2));
+    config.bidir = false;
+    config.devices = 1;
+    let report = pairs::run(&config).unwrap();
+    // 500/s for 2 s, give or take the schedule's phase offsets.
+    assert!((950..=1_000).contains(&report.sent), "sent {}", report.sent);
+    assert_eq!(report.acked, report.sent);
+    assert!(report.verdict.clean());
+    node.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn idle_holds_logged_in_connections_and_measures_the_server() {
+    let (node, dir) = node("idle");
+    let config = idle::IdleConfig {
+        addr: node.local_addr(),
+        connections: 300,
+        duration: Duration::from_millis(500),
+        secret: SECRET.as_bytes().to_vec(),
+        uid_base: 0,
+        per_process: 1_000,
+        sources: vec![],
+        server_pid: Some(std::process::id()),
+    };
+    let report = idle::run(&config).unwrap();
+    assert_eq!((report.connections, report.failed), (300, 0));
+    assert!(report.server_rss_bytes_per_conn.is_some());
+    node.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn idle_spreads_over_child_processes_and_source_addresses() {
+    let (node, dir) = node("children");
+    let output = Command::new(env!("CARGO_BIN_EXE_im-loadtest"))
+        .args([
+            "idle",
+            "--connections",
+            "250",
+            "--per-process",
+            "100",
+            "--duration",
+            "0.5",
+            "--json",
+        ])
+        .args(["--addr", &node.local_addr().to_string()])
+        .env("IM_AUTH_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().unwrap();
+    let json: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(json["mode"], "idle");
+    assert_eq!(json["connections"], 250);
+    assert_eq!(json["failed"], 0);
+    assert!(
+        json["server_rss_bytes_per_conn"].is_null(),
+        "no --server-pid given"
+    );
+    node.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn storm_reconnects_everyone_and_recovers_every_message() {
+    let (node, dir) = node("storm");
+    let config = storm::StormConfig {
+        addr: node.local_addr(),
+        clients: 40,
+        messages: 3,
+        secret: SECRET.as_bytes().to_vec(),
+        uid_base: 0,
+        sources: vec![],
+        timeout: Duration::from_secs(30),
+    };
+    let report = storm::run(&config).unwrap();
+    assert_eq!(report.failed, 0);
+    assert_eq!(report.messages_recovered, 120);
+    node.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}

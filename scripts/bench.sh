@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The standard benchmark set, release build, server and load on this host:
+# idle memory, durable throughput, latency at a fixed rate, reconnect storm.
+# Prints a markdown table of results (and writes it to --out FILE).
+#
+#   scripts/bench.sh [--quick] [--out FILE] [--mysql]
+#
+# --quick: smaller numbers, for a try-out. --mysql: the MariaDB+Redis
+# backend (storage.backend = "mysql"; needs a build that has it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+quick=0 out= backend_toml=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=1 ;;
+    --out) out=$2; shift ;;
+    --mysql) backend_toml=$'[storage]\nbackend = "mysql"\nmysql_urls = ["mysql://root@127.0.0.1:3306/im_bench"]\n[redis]\nurl = "redis://127.0.0.1:6379"' ;;
+    *) echo "usage: $0 [--quick] [--out FILE] [--mysql]" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ $quick = 1 ]; then idle=2000 secs=3 storm=1000; else idle=15000 secs=10 storm=10000; fi
+
+cargo build --release -q -p im-gateway -p im-loadtest
+bin=target/release
+export IM_AUTH_SECRET=bench-secret
+dir=$(mktemp -d)
+trap 'stop_server; rm -rf "$dir"' EXIT
+port=$((20000 + RANDOM % 20000))
+lt() { "$bin/im-loadtest" --addr "127.0.0.1:$port" "$@" --json | tail -1; }
+rows=()
+row() { rows+=("| $1 | $2 | \`$3\` |"); }
+
+# Each benchmark on a fresh server and data dir, so none inherits another's data.
+start_server "$bin/im-gateway" "$port" "$dir/idle" "$backend_toml"
+r=$(lt idle --connections $idle --duration 3 --server-pid "$SERVER_PID")
+row "idle memory" "$(json_field "$r" connections) sessions, $(json_field "$r" server_rss_bytes_per_conn) B server RSS each" "im-loadtest idle --connections $idle --server-pid PID"
+stop_server
+
+start_server "$bin/im-gateway" "$port" "$dir/tput" "$backend_toml"
+r=$(lt pairs --pairs 10 --window 64 --duration $secs)
+row "durable throughput" "$(json_field "$r" delivered_per_sec) delivered/s, lost $(json_field "$r" lost), ack p99 $(json_field "$r" ack_p99_ms) ms" "im-loadtest pairs --pairs 10 --window 64 --duration $secs"
+stop_server
+
+start_server "$bin/im-gateway" "$port" "$dir/lat" "$backend_toml"
+r=$(lt pairs --pairs 50 --rate 20000 --duration $secs)
+row "latency at 20,000 msg/s" "deliver p50 $(json_field "$r" deliver_p50_ms) / p99 $(json_field "$r" deliver_p99_ms) / p99.9 $(json_field "$r" deliver_p999_ms) ms" "im-loadtest pairs --pairs 50 --rate 20000 --duration $secs"
+stop_server
+
+start_server "$bin/im-gateway" "$port" "$dir/storm" "$backend_toml"
+r=$(lt storm --clients $storm --messages 2)
+row "reconnect storm" "$(json_field "$r" clients) clients back in sync in $(json_field "$r" resync_secs) s, failed $(json_field "$r" failed)" "im-loadtest storm --clients $storm --messages 2"
+stop_server
+
+{
+  echo "Results of scripts/bench.sh$([ $quick = 1 ] && echo ' --quick') on $(hostname), $(nproc) cores, $(date -u +%F):"
+  echo
+  echo "| benchmark | result | command |"
+  echo "|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+} | tee ${out:+"$out"}

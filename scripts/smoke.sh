@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# A few seconds of each load-test mode against the real binaries, so that
+# im-loadtest and im-gateway cannot rot apart. CI runs it.
+#   scripts/smoke.sh [target-dir-profile]   (default: debug)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+profile=${1:-debug}
+bin=target/$profile
+if [ "$profile" = release ]; then cargo build --release -q -p im-gateway -p im-loadtest; else cargo build -q -p im-gateway -p im-loadtest; fi
+export IM_AUTH_SECRET=smoke-secret
+dir=$(mktemp -d)
+trap 'stop_server; rm -rf "$dir"' EXIT
+port=$((20000 + RANDOM % 20000))
+start_server "$bin/im-gateway" "$port" "$dir/data"
+
+"$bin/im-loadtest" pairs --addr "127.0.0.1:$port" --pairs 5 --devices 2 --bidir --messages 2000 --json | tail -1
+"$bin/im-loadtest" pairs --addr "127.0.0.1:$port" --pairs 5 --rate 500 --duration 2 --uid-base 1000 --json | tail -1
+"$bin/im-loadtest" idle --addr "127.0.0.1:$port" --connections 500 --per-process 200 --duration 1 --uid-base 2000 --server-pid "$SERVER_PID" --json | tail -1
+"$bin/im-loadtest" storm --addr "127.0.0.1:$port" --clients 100 --messages 2 --uid-base 3000 --json | tail -1
+echo "smoke: every mode ran clean"
