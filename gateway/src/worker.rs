@@ -637,8 +637,12 @@ impl Worker {
         }
     }
 
+    // Both tolerate a session that is already gone: a reply can cut a slow
+    // consumer in the middle of its caller's work.
     fn mark_dirty(&mut self, slot: usize) {
-        let session = &mut self.sessions[slot];
+        let Some(session) = self.sessions.get_mut(slot) else {
+            return;
+        };
         if !session.dirty {
             session.dirty = true;
             self.dirty.push(slot);
@@ -646,7 +650,9 @@ impl Worker {
     }
 
     fn schedule_read(&mut self, slot: usize) {
-        let session = &mut self.sessions[slot];
+        let Some(session) = self.sessions.get_mut(slot) else {
+            return;
+        };
         if !session.read_pending {
             session.read_pending = true;
             self.read_again.push(slot);
