@@ -85,7 +85,10 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    raise_fd_limit();
+    match protocol::fd_limit::raise_to_hard_limit() {
+        Some(limit) => log::info!("open-file limit: {limit}"),
+        None => log::warn!("cannot read the open-file limit"),
+    }
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
     let node = Node::start(&config)?;
     if let Some(signal) = signals.forever().next() {
@@ -93,26 +96,4 @@ fn main() -> anyhow::Result<()> {
     }
     node.shutdown();
     Ok(())
-}
-
-/// Every connection is a file descriptor: raise the soft limit to the hard
-/// one (systemd's LimitNOFILE sets both; a shell often leaves 1024).
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                log::warn!("cannot raise the open-file limit");
-            }
-        }
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            log::info!("open-file limit: {}", limit.rlim_cur);
-        }
-    }
 }

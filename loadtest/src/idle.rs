@@ -124,13 +124,14 @@ pub fn connect(config: &IdleConfig) -> anyhow::Result<(IdleReport, Fleet)> {
 pub fn heartbeat(fleet: &mut Fleet, duration: Duration) {
     let end = Instant::now() + duration;
     let mut next_ping = Instant::now() + Duration::from_secs(15);
+    let mut closed = 0usize;
     while Instant::now() < end {
         let wait = end
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(500));
         let _ = fleet.poll(Some(wait), |_, _, event| {
             if let Event::Closed = event {
-                log::warn!("an idle connection was closed by the server");
+                closed += 1;
             }
         });
         if Instant::now() >= next_ping {
@@ -141,6 +142,9 @@ pub fn heartbeat(fleet: &mut Fleet, duration: Duration) {
             }
         }
         fleet.flush();
+    }
+    if closed > 0 {
+        log::warn!("{closed} idle connections were closed by the server");
     }
 }
 

@@ -149,7 +149,7 @@ fn main() {
 
 fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();
-    raise_fd_limit();
+    protocol::fd_limit::raise_to_hard_limit();
     let file: Workload = match &cli.common.workload {
         Some(path) => toml::from_str(
             &std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
@@ -331,20 +331,4 @@ fn secret(common: &Common) -> anyhow::Result<Vec<u8>> {
     anyhow::bail!(
         "no secret: give --secret, IM_AUTH_SECRET or --secret-file (the server's data/auth.secret)"
     )
-}
-
-/// Raise the open-file soft limit to the hard limit: every connection is a descriptor.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }

@@ -116,10 +116,7 @@ fn history(
     req: pb::HistoryReq,
     max_frame: usize,
 ) -> Result<Body, ReadError> {
-    let limit = match req.limit {
-        0 => 50,
-        n => n.min(200),
-    } as usize;
+    let limit = page_limit(req.limit, 50, 200);
     if req.peer_uid == uid {
         return Ok(pb::HistoryResp {
             messages: vec![],
@@ -159,6 +156,34 @@ fn history(
     Ok(pb::HistoryResp { messages, more }.into())
 }
 
+/// A requested page size: 0 means `default`, anything above `max` is `max`.
+fn page_limit(requested: u32, default: u32, max: u32) -> usize {
+    let limit = match requested {
+        0 => default,
+        n => n.min(max),
+    };
+    limit as usize
+}
+
+/// Rows fetched with `limit + 1`, as a page: the conversations that fit in
+/// one frame, the rows they came from, and whether more exist.
+fn conversation_page(
+    store: &mut dyn ReadStore,
+    mut rows: Vec<ConvRow>,
+    limit: usize,
+    max_frame: usize,
+) -> StoreResult<(Vec<pb::Conversation>, Vec<ConvRow>, bool)> {
+    let mut more = rows.len() > limit;
+    rows.truncate(limit);
+    let mut conversations = rows
+        .iter()
+        .map(|row| conversation(store, row))
+        .collect::<StoreResult<Vec<_>>>()?;
+    more |= fit(&mut conversations, max_frame, Keep::Front) > 0;
+    rows.truncate(conversations.len());
+    Ok((conversations, rows, more))
+}
+
 /// The wire form of a row, with its last message unless the owner deleted it.
 fn conversation(store: &mut dyn ReadStore, row: &ConvRow) -> StoreResult<pb::Conversation> {
     let last = if row.last_seq > row.deleted_up_to {
@@ -175,20 +200,9 @@ fn sync(
     req: pb::SyncReq,
     max_frame: usize,
 ) -> Result<Body, ReadError> {
-    let limit = match req.limit {
-        0 => 100,
-        n => n.min(500),
-    } as usize;
-    let mut rows = store.changed_since(uid, req.cursor.min(MAX_STORED), limit + 1)?;
-    let mut more = rows.len() > limit;
-    rows.truncate(limit);
-    let mut conversations = rows
-        .iter()
-        .map(|row| conversation(store, row))
-        .collect::<StoreResult<Vec<_>>>()?;
-    let dropped = fit(&mut conversations, max_frame, Keep::Front);
-    more |= dropped > 0;
-    rows.truncate(conversations.len());
+    let limit = page_limit(req.limit, 100, 500);
+    let rows = store.changed_since(uid, req.cursor.min(MAX_STORED), limit + 1)?;
+    let (conversations, rows, more) = conversation_page(store, rows, limit, max_frame)?;
     let cursor = rows.last().map_or(req.cursor, |row| row.version);
     Ok(pb::SyncResp {
         conversations,
@@ -204,10 +218,7 @@ fn conversations(
     req: pb::ConversationsReq,
     max_frame: usize,
 ) -> Result<Body, ReadError> {
-    let limit = match req.limit {
-        0 => 50,
-        n => n.min(200),
-    } as usize;
+    let limit = page_limit(req.limit, 50, 200);
     let below = match req.cursor.len() {
         0 => MAX_STORED,
         8 => {
@@ -217,15 +228,8 @@ fn conversations(
         }
         _ => return Err(ReadError::Invalid("cursor is not one this server gave out")),
     };
-    let mut rows = store.visible_by_recency(uid, below, limit + 1)?;
-    let mut more = rows.len() > limit;
-    rows.truncate(limit);
-    let mut conversations = rows
-        .iter()
-        .map(|row| conversation(store, row))
-        .collect::<StoreResult<Vec<_>>>()?;
-    more |= fit(&mut conversations, max_frame, Keep::Front) > 0;
-    rows.truncate(conversations.len());
+    let rows = store.visible_by_recency(uid, below, limit + 1)?;
+    let (conversations, rows, more) = conversation_page(store, rows, limit, max_frame)?;
     let next_cursor = match rows.last() {
         Some(row) if more => row.last_msg_id.to_be_bytes().to_vec(),
         _ => Vec::new(),

@@ -23,6 +23,7 @@
 pub mod body;
 pub mod client;
 pub mod codec;
+pub mod fd_limit;
 pub mod link;
 pub mod rate;
 pub mod timer;
