@@ -154,3 +154,55 @@ fn storm_reconnects_everyone_and_recovers_every_message() {
     node.shutdown();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_workload_file_supplies_the_flags_and_json_is_the_last_line() {
+    let (node, dir) = node("workload");
+    let file = dir.join("workload.toml");
+    std::fs::write(
+        &file,
+        "[pairs]\npairs = 3\nmessages = 300\nwindow = 8\nsize = 32\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_im-loadtest"))
+        .args(["pairs", "--json", "--workload"])
+        .arg(&file)
+        .args(["--addr", &node.local_addr().to_string()])
+        .env("IM_AUTH_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(json["mode"], "pairs");
+    assert_eq!(json["sent"], 300);
+    assert_eq!(json["delivered"], 300);
+    for key in ["lost", "duplicated", "reordered", "errors"] {
+        assert_eq!(json[key], 0, "{key}");
+    }
+    for key in [
+        "elapsed_secs",
+        "delivered_per_sec",
+        "ack_p50_ms",
+        "ack_p99_ms",
+        "deliver_p50_ms",
+        "deliver_p99_ms",
+        "deliver_p999_ms",
+        "deliver_max_ms",
+    ] {
+        assert!(json[key].is_number(), "{key} missing");
+    }
+    // An unknown key in the file is an error, not a silent default.
+    std::fs::write(&file, "[pairs]\npiars = 3\n").unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_im-loadtest"))
+        .args(["pairs", "--workload"])
+        .arg(&file)
+        .args(["--addr", &node.local_addr().to_string()])
+        .env("IM_AUTH_SECRET", SECRET)
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(3));
+    node.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
