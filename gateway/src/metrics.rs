@@ -5,20 +5,12 @@
 //! (relaxed atomics, no shared cache line between workers on the hot path);
 //! a scrape sums the blocks.
 
-use std::fmt::Write;
+use protocol::metric_table;
+use protocol::metrics::{Kind, write_family, write_table};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-/// Declares an enum of metrics and the table of their names and help texts.
-macro_rules! metric_table {
-    ($enum:ident, $table:ident, $($variant:ident => $name:literal, $help:literal;)*) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum $enum { $($variant,)* }
-        const $table: &[(&str, &str)] = &[$(($name, $help),)*];
-    };
-}
-
-metric_table! { Counter, COUNTERS,
+metric_table! { pub Counter, COUNTERS,
     Accepted => "im_gateway_connections_accepted_total", "Connections accepted and handed to a worker.";
     Refused => "im_gateway_connections_refused_total", "Connections refused because max_connections was reached.";
     Logins => "im_gateway_logins_total", "Logins accepted by the logic tier.";
@@ -31,13 +23,13 @@ metric_table! { Counter, COUNTERS,
     StaleDowncalls => "im_gateway_stale_downcalls_total", "Messages from the logic tier for sessions already closed.";
 }
 
-metric_table! { Gauge, GAUGES,
+metric_table! { pub Gauge, GAUGES,
     Connections => "im_gateway_connections", "Open client connections.";
     Sessions => "im_gateway_sessions", "Logged-in sessions.";
     OutboundBytes => "im_gateway_outbound_queued_bytes", "Bytes queued to clients and not yet written.";
 }
 
-metric_table! { CloseReason, CLOSE_REASONS,
+metric_table! { pub CloseReason, CLOSE_REASONS,
     PeerClosed => "peer_closed", "";
     IoError => "io_error", "";
     BadFrame => "bad_frame", "";
@@ -131,37 +123,42 @@ impl Metrics {
     /// Prometheus text exposition format.
     pub fn render(&self, queues: &[(String, usize)]) -> String {
         let mut out = String::new();
-        for (i, (name, help)) in COUNTERS.iter().enumerate() {
-            let total: u64 = self.sum(|b| b.counters[i].load(Relaxed));
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {total}\n"
-            );
-        }
-        for (i, (name, help)) in GAUGES.iter().enumerate() {
-            let total: i64 = self.sum(|b| b.gauges[i].load(Relaxed));
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {total}\n"
-            );
-        }
-        let name = "im_gateway_closes_total";
-        let _ = write!(
-            out,
-            "# HELP {name} Connections closed, by reason.\n# TYPE {name} counter\n"
+        write_table(&mut out, COUNTERS, Kind::Counter, |i| {
+            self.sum(|b| b.counters[i].load(Relaxed)) as i64
+        });
+        write_table(&mut out, GAUGES, Kind::Gauge, |i| {
+            self.sum(|b| b.gauges[i].load(Relaxed))
+        });
+        let closes: Vec<(Option<&str>, i64)> = CLOSE_REASONS
+            .iter()
+            .enumerate()
+            .map(|(i, (reason, _))| {
+                (
+                    Some(*reason),
+                    self.sum(|b| b.closes[i].load(Relaxed)) as i64,
+                )
+            })
+            .collect();
+        write_family(
+            &mut out,
+            "im_gateway_closes_total",
+            "Connections closed, by reason.",
+            Kind::Counter,
+            "reason",
+            &closes,
         );
-        for (i, (reason, _)) in CLOSE_REASONS.iter().enumerate() {
-            let total: u64 = self.sum(|b| b.closes[i].load(Relaxed));
-            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {total}");
-        }
-        let name = "im_gateway_queue_depth";
-        let _ = write!(
-            out,
-            "# HELP {name} Messages waiting in an internal queue.\n# TYPE {name} gauge\n"
+        let depths: Vec<(Option<&str>, i64)> = queues
+            .iter()
+            .map(|(queue, depth)| (Some(queue.as_str()), *depth as i64))
+            .collect();
+        write_family(
+            &mut out,
+            "im_gateway_queue_depth",
+            "Messages waiting in an internal queue.",
+            Kind::Gauge,
+            "queue",
+            &depths,
         );
-        for (queue, depth) in queues {
-            let _ = writeln!(out, "{name}{{queue=\"{queue}\"}} {depth}");
-        }
         out
     }
 

@@ -60,7 +60,7 @@ impl Node {
             "" => None,
             addr => {
                 let addr = parse_addr("admin.listen", addr)?;
-                let render = render_metrics(metrics.clone(), up_tx, mailboxes);
+                let render = render_metrics(metrics.clone(), logic.metrics(), up_tx, mailboxes);
                 Some(admin::start(addr, render).map_err(|source| NodeError::Io {
                     what: "cannot open the admin port",
                     source,
@@ -104,6 +104,7 @@ impl Node {
 
 fn render_metrics(
     metrics: Arc<Metrics>,
+    logic: Arc<logic::metrics::LogicMetrics>,
     uplink: crossbeam_channel::Sender<Upcall>,
     mailboxes: Mailboxes,
 ) -> admin::Render {
@@ -112,6 +113,8 @@ fn render_metrics(
         for (worker, depth) in mailboxes.depths().into_iter().enumerate() {
             queues.push((format!("downlink_worker_{worker}"), depth));
         }
-        metrics.render(&queues)
+        let mut page = metrics.render(&queues);
+        logic.render(&mut page);
+        page
     })
 }

@@ -86,6 +86,25 @@ fn admin_port_serves_metrics_and_health() {
     client
         .login(7, &valid_token(7), "phone", pb::Platform::Mobile)
         .unwrap();
+    // One stored message to an offline user, one refused send.
+    client
+        .call(pb::SendReq {
+            to_uid: 8,
+            client_msg_id: "m".into(),
+            content_type: 1,
+            content: b"hi".to_vec(),
+        })
+        .unwrap();
+    let refused = client.call(pb::SendReq {
+        to_uid: 7,
+        client_msg_id: "x".into(),
+        content_type: 1,
+        content: vec![],
+    });
+    assert_eq!(
+        refused.unwrap_err().code(),
+        Some(ErrorCode::InvalidArgument)
+    );
     let admin = node.admin_addr().expect("admin port on");
     assert!(http_get(admin, "/healthz").ends_with("ok\n"));
     let metrics = http_get(admin, "/metrics");
@@ -99,6 +118,16 @@ fn admin_port_serves_metrics_and_health() {
         metrics.contains("im_gateway_queue_depth{queue=\"uplink\"}"),
         "{metrics}"
     );
+    for line in [
+        "\nim_logic_logins_total 1\n",
+        "\nim_logic_messages_stored_total 1\n",
+        "\nim_logic_commit_batches_total 1\n",
+        "\nim_logic_offline_notifications_total 1\n",
+        "\nim_logic_online_users 1\n",
+        "\nim_logic_errors_total{code=\"INVALID_ARGUMENT\"} 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line:?} missing from\n{metrics}");
+    }
     assert!(http_get(admin, "/nope").starts_with("HTTP/1.0 404"));
     node.shutdown();
 }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod dedup;
 pub mod filter;
 pub mod ids;
+pub mod metrics;
 pub mod offline;
 pub mod pages;
 pub mod presence;

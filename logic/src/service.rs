@@ -33,6 +33,7 @@ use crate::auth::{Authenticator, unix_secs};
 use crate::config::{LogicConfig, StorageConfig};
 use crate::dedup::{Recent, RecentIds};
 use crate::filter::ContentFilter;
+use crate::metrics::{Counter, Gauge, LogicMetrics};
 use crate::offline::{LogNotifier, OfflineNotifier, WebhookNotifier};
 use crate::presence::{Device, Presence};
 use crate::reader::{self, ReadJob, ReadQuery};
@@ -69,9 +70,15 @@ pub struct Ticket {
 
 pub struct LogicHandle {
     threads: Vec<JoinHandle<()>>,
+    metrics: Arc<LogicMetrics>,
 }
 
 impl LogicHandle {
+    /// The tier's metrics, for the admin page.
+    pub fn metrics(&self) -> Arc<LogicMetrics> {
+        self.metrics.clone()
+    }
+
     /// Waits for the logic tier to finish: it does once every gateway is
     /// gone (the upcall queue is disconnected) and every write it accepted
     /// is committed and answered.
@@ -129,7 +136,9 @@ pub fn start(
         max_batch: config.group_commit_max,
         window: Duration::from_micros(config.group_commit_window_us),
     };
+    let metrics = Arc::new(LogicMetrics::default());
     let mut threads = vec![writer::spawn(
+        metrics.clone(),
         writer_store,
         sequencer,
         policy,
@@ -178,13 +187,14 @@ pub fn start(
         offline,
         config: config.clone(),
         epoch,
+        metrics: metrics.clone(),
     };
     threads.push(
         thread::Builder::new()
             .name("im-logic".into())
             .spawn(move || pipeline.run(upcalls, done_rx))?,
     );
-    Ok(LogicHandle { threads })
+    Ok(LogicHandle { threads, metrics })
 }
 
 struct Pipeline {
@@ -204,6 +214,7 @@ struct Pipeline {
     config: LogicConfig,
     /// The ack timers' clock starts here.
     epoch: Instant,
+    metrics: Arc<LogicMetrics>,
 }
 
 impl Pipeline {
@@ -234,6 +245,10 @@ impl Pipeline {
                 default(wait) => {},
             }
             self.expire_acks(&mut due);
+            self.metrics
+                .set(Gauge::OnlineUsers, self.presence.online_users());
+            self.metrics.set(Gauge::PendingPushes, self.acks.pending());
+            self.metrics.set(Gauge::RecentIds, self.recent.len());
         }
         // Every gateway is gone. Let the writer finish what it was given, so
         // nothing accepted is left uncommitted.
@@ -268,6 +283,7 @@ impl Pipeline {
     fn login(&mut self, session: SessionId, req_id: u64, login: pb::LoginReq) {
         if let Err(e) = self.auth.verify(&login.token, login.uid, unix_secs()) {
             log::info!("login refused for uid {}: {e}", login.uid);
+            self.metrics.add(Counter::LoginsRefused, 1);
             let last = self.encode(&error_frame(
                 req_id,
                 ErrorCode::AuthFailed,
@@ -298,6 +314,7 @@ impl Pipeline {
                 last,
             });
         }
+        self.metrics.add(Counter::Logins, 1);
         self.downlink.send(Downcall::LoginAccepted {
             session,
             uid: login.uid,
@@ -442,6 +459,7 @@ impl Pipeline {
                 seq,
                 server_time_ms,
             }) => {
+                self.metrics.add(Counter::Duplicates, 1);
                 let resp = pb::SendResp {
                     msg_id: *msg_id,
                     seq: *seq,
@@ -583,6 +601,7 @@ impl Pipeline {
     fn fan_out(&mut self, origin: SessionId, message: pb::Message) {
         let recipient_online = !self.presence.devices(message.to_uid).is_empty();
         if !recipient_online {
+            self.metrics.add(Counter::OfflineNotifications, 1);
             self.offline.notify(&message);
         }
         let msg_id = message.msg_id;
@@ -607,6 +626,7 @@ impl Pipeline {
             .filter(|s| *s != origin)
             .collect();
         let now = self.now_ms();
+        self.metrics.add(Counter::Pushes, targets.len() as u64);
         for session in targets {
             self.downlink.send(Downcall::Frame {
                 session,
@@ -641,6 +661,7 @@ impl Pipeline {
             .map(|d| d.session)
             .filter(|s| *s != ticket.session)
             .collect();
+        self.metrics.add(Counter::ReadNotices, targets.len() as u64);
         for session in targets {
             self.downlink.send(Downcall::Frame {
                 session,
@@ -657,9 +678,11 @@ impl Pipeline {
         for item in due.drain(..) {
             match item {
                 Due::Resend { session, frame } => {
+                    self.metrics.add(Counter::PushResends, 1);
                     self.downlink.send(Downcall::Frame { session, frame })
                 }
                 Due::Close { session } => {
+                    self.metrics.add(Counter::AckTimeoutCloses, 1);
                     log::info!("closing session {session:?}: pushes unacked");
                     self.downlink.send(Downcall::Close {
                         session,
@@ -683,6 +706,7 @@ impl Pipeline {
     }
 
     fn fail(&self, ticket: &Ticket, code: ErrorCode, message: &str) {
+        self.metrics.error(code);
         if let Some(frame) = self.encode(&error_frame(ticket.req_id, code, message)) {
             self.downlink.send(Downcall::Frame {
                 session: ticket.session,

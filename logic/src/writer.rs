@@ -22,6 +22,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use protocol::pb;
 
 use crate::ids::MsgIds;
+use crate::metrics::{Counter, LogicMetrics};
 use crate::store::{ConvRow, Recovered, StoreError, WriteStore};
 
 /// A write, as the pipeline hands it over (already validated).
@@ -382,6 +383,7 @@ pub struct GroupCommit {
 
 /// Starts the writer thread. It ends when `jobs` is disconnected and drained.
 pub fn spawn<T: Send + 'static>(
+    metrics: std::sync::Arc<LogicMetrics>,
     mut store: Box<dyn WriteStore>,
     mut sequencer: Sequencer,
     policy: GroupCommit,
@@ -414,9 +416,28 @@ pub fn spawn<T: Send + 'static>(
                     }
                 }
                 let ops: Vec<&WriteOp> = batch.iter().map(|job| &job.op).collect();
+                let started = Instant::now();
                 let result = sequencer.apply(store.as_mut(), &ops, unix_ms());
-                if let Err(e) = &result {
-                    log::error!("commit of {} writes failed: {e}", batch.len());
+                metrics.add(Counter::CommitMicros, started.elapsed().as_micros() as u64);
+                match &result {
+                    Ok(outcomes) => {
+                        metrics.add(Counter::Batches, 1);
+                        metrics.add(Counter::CommittedWrites, outcomes.len() as u64);
+                        for outcome in outcomes {
+                            if let Outcome::Sent { duplicate, .. } = outcome {
+                                let counter = if *duplicate {
+                                    Counter::Duplicates
+                                } else {
+                                    Counter::MessagesStored
+                                };
+                                metrics.add(counter, 1);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        metrics.add(Counter::StorageErrors, 1);
+                        log::error!("commit of {} writes failed: {e}", batch.len());
+                    }
                 }
                 let committed: Committed<T> = match result {
                     Ok(outcomes) => batch

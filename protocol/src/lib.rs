@@ -16,6 +16,7 @@
 //!   both depend on and neither owns.
 //! - [`timer`]: the hashed timer wheel both tiers' event loops use.
 //! - [`rate`]: the token bucket both tiers' rate limits use.
+//! - [`metrics`]: metric tables and the Prometheus text format, for both tiers.
 //!
 //! A frame on the wire is a 4-byte big-endian length `L` (1..=max_frame)
 //! followed by `L` bytes of one protobuf `im.v1.Frame`; see `docs/protocol.md`.
@@ -25,6 +26,7 @@ pub mod client;
 pub mod codec;
 pub mod fd_limit;
 pub mod link;
+pub mod metrics;
 pub mod rate;
 pub mod timer;
 pub mod token;

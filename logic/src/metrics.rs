@@ -1,0 +1,93 @@
+//! The logic tier's metrics, exported with the gateway's on the admin port.
+//!
+//! The pipeline and the writer each write their own counters (relaxed
+//! atomics, no locks); gauges are set by the thread that owns the state.
+
+use protocol::metric_table;
+use protocol::metrics::{Cells, Kind, write_family, write_table};
+use protocol::pb::ErrorCode;
+
+metric_table! { pub Counter, COUNTERS,
+    Logins => "im_logic_logins_total", "Logins whose token verified.";
+    LoginsRefused => "im_logic_logins_refused_total", "Logins refused with AUTH_FAILED.";
+    MessagesStored => "im_logic_messages_stored_total", "New messages committed to storage.";
+    Duplicates => "im_logic_duplicate_sends_total", "Sends answered with the message an earlier send of the same client_msg_id stored.";
+    Batches => "im_logic_commit_batches_total", "Transactions the writer committed.";
+    CommittedWrites => "im_logic_committed_writes_total", "Writes committed (sends, reads, deletes, profiles); over batches: the mean batch size.";
+    CommitMicros => "im_logic_commit_microseconds_total", "Time the writer spent applying and committing; over batches: the mean commit time.";
+    StorageErrors => "im_logic_storage_errors_total", "Batches that failed and were rolled back; their writes were answered UNAVAILABLE.";
+    Pushes => "im_logic_pushes_total", "Pushes sent to devices (first sends).";
+    PushResends => "im_logic_push_resends_total", "Pushes resent because no PushAck came in time.";
+    AckTimeoutCloses => "im_logic_ack_timeout_closes_total", "Sessions closed because their pushes went unacked.";
+    ReadNotices => "im_logic_read_notices_total", "ReadNotice frames sent to devices.";
+    OfflineNotifications => "im_logic_offline_notifications_total", "Messages whose recipient had no device online (the offline hook fired).";
+}
+
+metric_table! { pub Gauge, GAUGES,
+    OnlineUsers => "im_logic_online_users", "Users with at least one device online.";
+    PendingPushes => "im_logic_pending_pushes", "Pushes waiting for their PushAck.";
+    RecentIds => "im_logic_recent_ids", "Sends in the in-memory dedup cache.";
+}
+
+/// Error codes, by their wire value, that the logic tier answered with.
+const ERROR_CODES: usize = 11;
+
+#[derive(Debug)]
+pub struct LogicMetrics {
+    counters: Cells,
+    gauges: Cells,
+    errors: Cells,
+}
+
+impl Default for LogicMetrics {
+    fn default() -> Self {
+        LogicMetrics {
+            counters: Cells::new(COUNTERS.len()),
+            gauges: Cells::new(GAUGES.len()),
+            errors: Cells::new(ERROR_CODES),
+        }
+    }
+}
+
+impl LogicMetrics {
+    pub fn add(&self, counter: Counter, n: u64) {
+        self.counters.add(counter as usize, n as i64);
+    }
+
+    pub fn set(&self, gauge: Gauge, value: usize) {
+        self.gauges.set(gauge as usize, value as i64);
+    }
+
+    /// A request was answered with an error.
+    pub fn error(&self, code: ErrorCode) {
+        let index = code as usize;
+        if index < ERROR_CODES {
+            self.errors.add(index, 1);
+        }
+    }
+
+    pub fn counter(&self, counter: Counter) -> i64 {
+        self.counters.get(counter as usize)
+    }
+
+    pub fn errors(&self, code: ErrorCode) -> i64 {
+        self.errors.get(code as usize)
+    }
+
+    pub fn render(&self, out: &mut String) {
+        write_table(out, COUNTERS, Kind::Counter, |i| self.counters.get(i));
+        write_table(out, GAUGES, Kind::Gauge, |i| self.gauges.get(i));
+        let errors: Vec<(Option<&str>, i64)> = (1..ERROR_CODES as i32)
+            .filter_map(|code| ErrorCode::try_from(code).ok())
+            .map(|code| (Some(code.as_str_name()), self.errors.get(code as usize)))
+            .collect();
+        write_family(
+            out,
+            "im_logic_errors_total",
+            "Requests the logic tier answered with an error, by code.",
+            Kind::Counter,
+            "code",
+            &errors,
+        );
+    }
+}
