@@ -5,8 +5,8 @@
 #
 #   scripts/bench.sh [--quick] [--out FILE] [--mysql]
 #
-# --quick: smaller numbers, for a try-out. --mysql: the MariaDB+Redis
-# backend (storage.backend = "mysql"; needs a build that has it).
+# --quick: smaller numbers, for a try-out. --mysql: storage.backend = "mysql"
+# on the local MariaDB (127.0.0.1:3306, root), a fresh database per benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -16,7 +16,8 @@ while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
     --out) out=$2; shift ;;
-    --mysql) backend_toml=$'[storage]\nbackend = "mysql"\nmysql_urls = ["mysql://root@127.0.0.1:3306/im_bench"]\n[redis]\nurl = "redis://127.0.0.1:6379"' ;;
+    # MariaDB/MySQL on 127.0.0.1:3306 (a database per benchmark, created by the server).
+    --mysql) backend_toml=mysql ;;
     *) echo "usage: $0 [--quick] [--out FILE] [--mysql]" >&2; exit 2 ;;
   esac
   shift
@@ -30,26 +31,33 @@ dir=$(mktemp -d)
 trap 'stop_server; rm -rf "$dir"' EXIT
 port=$((20000 + RANDOM % 20000))
 lt() { "$bin/im-loadtest" --addr "127.0.0.1:$port" "$@" --json | tail -1; }
+# storage_toml NAME: the [storage] section for one benchmark's server.
+storage_toml() {
+  if [ "$backend_toml" = mysql ]; then
+    mysql -uroot -e "DROP DATABASE IF EXISTS im_bench_$1" 2>/dev/null || true
+    printf '[storage]\nbackend = "mysql"\nmysql_urls = ["mysql://root@127.0.0.1:3306/im_bench_%s"]\n' "$1"
+  fi
+}
 rows=()
 row() { rows+=("| $1 | $2 | \`$3\` |"); }
 
 # Each benchmark on a fresh server and data dir, so none inherits another's data.
-start_server "$bin/im-gateway" "$port" "$dir/idle" "$backend_toml"
+start_server "$bin/im-gateway" "$port" "$dir/idle" "$(storage_toml idle)"
 r=$(lt idle --connections $idle --duration 3 --server-pid "$SERVER_PID")
 row "idle memory" "$(json_field "$r" connections) sessions, $(json_field "$r" server_rss_bytes_per_conn) B server RSS each" "im-loadtest idle --connections $idle --server-pid PID"
 stop_server
 
-start_server "$bin/im-gateway" "$port" "$dir/tput" "$backend_toml"
+start_server "$bin/im-gateway" "$port" "$dir/tput" "$(storage_toml tput)"
 r=$(lt pairs --pairs 10 --window 64 --duration $secs)
 row "durable throughput" "$(json_field "$r" delivered_per_sec) delivered/s, lost $(json_field "$r" lost), ack p99 $(json_field "$r" ack_p99_ms) ms" "im-loadtest pairs --pairs 10 --window 64 --duration $secs"
 stop_server
 
-start_server "$bin/im-gateway" "$port" "$dir/lat" "$backend_toml"
+start_server "$bin/im-gateway" "$port" "$dir/lat" "$(storage_toml lat)"
 r=$(lt pairs --pairs 50 --rate 20000 --duration $secs)
 row "latency at 20,000 msg/s" "deliver p50 $(json_field "$r" deliver_p50_ms) / p99 $(json_field "$r" deliver_p99_ms) / p99.9 $(json_field "$r" deliver_p999_ms) ms" "im-loadtest pairs --pairs 50 --rate 20000 --duration $secs"
 stop_server
 
-start_server "$bin/im-gateway" "$port" "$dir/storm" "$backend_toml"
+start_server "$bin/im-gateway" "$port" "$dir/storm" "$(storage_toml storm)"
 r=$(lt storm --clients $storm --messages 2)
 row "reconnect storm" "$(json_field "$r" clients) clients back in sync in $(json_field "$r" resync_secs) s, failed $(json_field "$r" failed)" "im-loadtest storm --clients $storm --messages 2"
 stop_server

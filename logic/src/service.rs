@@ -107,8 +107,11 @@ pub fn open_backend(storage: &StorageConfig) -> Result<Arc<dyn Backend>, StartEr
             )?;
             Ok(Arc::new(sqlite))
         }
+        "mysql" => Ok(Arc::new(crate::store::mysql::MySql::open(
+            &storage.mysql_urls,
+        )?)),
         other => Err(StartError::Config(format!(
-            "storage.backend {other:?} is not supported by this build"
+            "storage.backend must be \"sqlite\" or \"mysql\", not {other:?}"
         ))),
     }
 }

@@ -18,10 +18,24 @@ pub const QUIET: Duration = Duration::from_millis(300);
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
+/// Which storage backend a test node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Sqlite,
+    MySql,
+}
+
+/// The MariaDB/MySQL server tests use; each test creates its own database.
+pub fn mysql_server_url() -> String {
+    std::env::var("IM_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
 pub struct TestNode {
     node: Option<Node>,
     pub config: Config,
     pub dir: PathBuf,
+    /// The test's own MySQL database, dropped with the node.
+    database: Option<String>,
 }
 
 /// A config for tests: loopback, port 0, no admin port, a fresh data dir.
@@ -42,19 +56,28 @@ pub fn test_config() -> (Config, PathBuf) {
 }
 
 impl TestNode {
-    pub fn start() -> TestNode {
-        TestNode::with(|_| {})
-    }
-
-    pub fn with(tweak: impl FnOnce(&mut Config)) -> TestNode {
+    pub fn with(store: Store, tweak: impl FnOnce(&mut Config)) -> TestNode {
         let _ = env_logger::builder().is_test(true).try_init();
         let (mut config, dir) = test_config();
+        let database = (store == Store::MySql).then(|| {
+            let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
+            config.storage.backend = "mysql".into();
+            config.storage.mysql_urls = vec![format!("{}/{name}", mysql_server_url())];
+            name
+        });
         tweak(&mut config);
-        let node = Node::start(&config).expect("node starts");
+        let node = match Node::start(&config) {
+            Ok(node) => node,
+            Err(e) => {
+                drop_database(database.as_deref());
+                panic!("node did not start (is MariaDB up on 127.0.0.1:3306?): {e}");
+            }
+        };
         TestNode {
             node: Some(node),
             config,
             dir,
+            database,
         }
     }
 
@@ -92,6 +115,7 @@ impl Drop for TestNode {
             node.shutdown();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        drop_database(self.database.as_deref());
     }
 }
 
@@ -204,4 +228,14 @@ pub fn read(client: &mut Client, peer_uid: u64, seq: u64) -> pb::ReadResp {
     client
         .call(pb::ReadReq { peer_uid, seq })
         .expect("read_resp")
+}
+
+fn drop_database(database: Option<&str>) {
+    use mysql::prelude::Queryable;
+    let Some(database) = database else { return };
+    if let Ok(pool) = mysql::Pool::new(mysql_server_url().as_str()) {
+        if let Ok(mut conn) = pool.get_conn() {
+            let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS `{database}`"));
+        }
+    }
 }

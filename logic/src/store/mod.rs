@@ -19,6 +19,7 @@
 //! transaction (see `writer.rs`); reads through [`ReadStore`]s on reader
 //! threads (see `reader.rs`).
 
+pub mod mysql;
 pub mod sqlite;
 
 use protocol::pb;

@@ -1,0 +1,529 @@
+//! The production store: MySQL, MariaDB or TiDB, through the `mysql` crate.
+//!
+//! Rows as the design has them: `messages` keyed by `(small_uid, big_uid,
+//! seq)` with a unique key on `(from_uid, client_msg_id)` for dedup forever;
+//! `conversations` (the design's contacts) with two rows per pair, owned by
+//! `uid_a`, indexed so that one user's list, latest first, and one user's
+//! changes in version order are each one index range; `profiles`.
+//!
+//! A batch is one transaction of multi-row statements: one SELECT for the
+//! batch's dedup keys, one for the conversation rows it lacks, one INSERT
+//! for its messages, one INSERT .. ON DUPLICATE KEY UPDATE for its rows,
+//! then COMMIT. With `innodb_flush_log_at_trx_commit = 1` (the default) the
+//! COMMIT returns after the redo log is on disk, so a SendResp means durable.
+//!
+//! Only portable SQL is used (no stored procedures, foreign keys, triggers
+//! or JSON columns; row constructors in `IN`, `VALUES()` in upserts), which
+//! MariaDB 10.11, MySQL 8 and TiDB all accept.
+//!
+//! This build serves one database (`mysql_urls` with one URL). Several
+//! shards need the cross-shard write order described in docs/operations.md
+//! and are refused at start until then.
+
+use mysql::prelude::Queryable;
+use mysql::{Opts, OptsBuilder, Params, Pool, PooledConn, Row, Value};
+use protocol::pb;
+
+use super::{
+    Backend, ConvRow, Pair, ReadStore, Recovered, StoreError, StoreResult, WriteStore, direction,
+    message_from_row,
+};
+
+/// Each entry moves the schema one version up; `im_schema_version` records
+/// what a database has applied. Never edit an entry once released: add one.
+const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE IF NOT EXISTS messages (
+        small_uid     BIGINT UNSIGNED NOT NULL,
+        big_uid       BIGINT UNSIGNED NOT NULL,
+        seq           BIGINT UNSIGNED NOT NULL,
+        msg_id        BIGINT UNSIGNED NOT NULL,
+        direction     TINYINT UNSIGNED NOT NULL,
+        from_uid      BIGINT UNSIGNED NOT NULL,
+        client_msg_id VARBINARY(64) NOT NULL,
+        content_type  INT UNSIGNED NOT NULL,
+        content       BLOB NOT NULL,
+        create_time   BIGINT UNSIGNED NOT NULL,
+        PRIMARY KEY (small_uid, big_uid, seq),
+        UNIQUE KEY messages_dedup (from_uid, client_msg_id)
+     ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS conversations (
+        uid_a         BIGINT UNSIGNED NOT NULL,
+        uid_b         BIGINT UNSIGNED NOT NULL,
+        last_seq      BIGINT UNSIGNED NOT NULL,
+        last_msg_id   BIGINT UNSIGNED NOT NULL,
+        read_seq      BIGINT UNSIGNED NOT NULL,
+        peer_read_seq BIGINT UNSIGNED NOT NULL,
+        deleted_up_to BIGINT UNSIGNED NOT NULL,
+        is_del        TINYINT UNSIGNED NOT NULL,
+        updated_ms    BIGINT UNSIGNED NOT NULL,
+        version       BIGINT UNSIGNED NOT NULL,
+        PRIMARY KEY (uid_a, uid_b),
+        KEY conversations_sync (uid_a, version),
+        KEY conversations_list (uid_a, is_del, last_msg_id)
+     ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS profiles (
+        uid        BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+        nickname   VARCHAR(64) CHARACTER SET utf8mb4 NOT NULL,
+        avatar_url VARCHAR(512) CHARACTER SET utf8mb4 NOT NULL,
+        updated_ms BIGINT UNSIGNED NOT NULL
+     ) ENGINE=InnoDB",
+]];
+
+fn db(e: mysql::Error) -> StoreError {
+    match e {
+        mysql::Error::FromRowError(_) | mysql::Error::FromValueError(_) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+pub struct MySql {
+    pool: Pool,
+}
+
+impl MySql {
+    /// Connects to `url`, creates its database if it does not exist, and
+    /// applies the migrations it lacks.
+    pub fn open(urls: &[String]) -> StoreResult<MySql> {
+        let [url] = urls else {
+            return Err(StoreError::Unavailable(format!(
+                "storage.mysql_urls has {} entries; this build serves exactly one database (sharding is not built yet)",
+                urls.len()
+            )));
+        };
+        let opts = Opts::from_url(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad mysql url: {e}")))?;
+        let database = opts
+            .get_db_name()
+            .ok_or_else(|| StoreError::Unavailable("the mysql url names no database".into()))?
+            .to_owned();
+        if !database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(StoreError::Unavailable(format!(
+                "database name {database:?}: use letters, digits and _"
+            )));
+        }
+        // A fresh server needs no manual SQL: create the database first.
+        let server =
+            Pool::new(OptsBuilder::from_opts(opts.clone()).db_name(None::<String>)).map_err(db)?;
+        server
+            .get_conn()
+            .and_then(|mut c| {
+                c.query_drop(format!(
+                    "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
+                ))
+            })
+            .map_err(db)?;
+        let pool = Pool::new(opts).map_err(db)?;
+        migrate(&mut pool.get_conn().map_err(db)?)?;
+        Ok(MySql { pool })
+    }
+
+    /// Applies the migrations the database lacks (also `im-logic migrate`).
+    pub fn migrate(&self) -> StoreResult<usize> {
+        migrate(&mut self.pool.get_conn().map_err(db)?)
+    }
+}
+
+/// Applies missing migrations under a named lock, so that several logic
+/// processes starting together apply each step once. Returns the version.
+fn migrate(conn: &mut PooledConn) -> StoreResult<usize> {
+    conn.query_drop(
+        "CREATE TABLE IF NOT EXISTS im_schema_version (version INT NOT NULL PRIMARY KEY, applied_ms BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+    )
+    .map_err(db)?;
+    let locked = scalar(
+        conn,
+        "SELECT GET_LOCK('im_schema_migration', 60)",
+        Params::Empty,
+    )?;
+    if locked != 1 {
+        return Err(StoreError::Unavailable(
+            "could not take the schema migration lock".into(),
+        ));
+    }
+    let result = (|| {
+        let current = scalar(
+            conn,
+            "SELECT MAX(version) FROM im_schema_version",
+            Params::Empty,
+        )? as usize;
+        for (index, statements) in MIGRATIONS.iter().enumerate().skip(current) {
+            // DDL commits implicitly in MySQL: each statement is idempotent
+            // (IF NOT EXISTS), and the version row is written last.
+            for sql in *statements {
+                conn.query_drop(*sql).map_err(db)?;
+            }
+            conn.exec_drop(
+                "INSERT INTO im_schema_version (version, applied_ms) VALUES (?, ?)",
+                (index + 1, crate::writer::unix_ms()),
+            )
+            .map_err(db)?;
+            log::info!("mysql schema migrated to version {}", index + 1);
+        }
+        Ok(MIGRATIONS.len())
+    })();
+    let _ = conn.query_drop("DO RELEASE_LOCK('im_schema_migration')");
+    result
+}
+
+impl Backend for MySql {
+    fn writer(&self) -> StoreResult<Box<dyn WriteStore>> {
+        Ok(Box::new(MySqlConn(self.pool.get_conn().map_err(db)?)))
+    }
+
+    fn reader(&self) -> StoreResult<Box<dyn ReadStore>> {
+        Ok(Box::new(MySqlConn(self.pool.get_conn().map_err(db)?)))
+    }
+}
+
+pub struct MySqlConn(PooledConn);
+
+const MESSAGE_COLUMNS: &str =
+    "small_uid, big_uid, seq, msg_id, direction, client_msg_id, content_type, content, create_time";
+const CONVERSATION_COLUMNS: &str = "uid_a, uid_b, last_seq, last_msg_id, read_seq, peer_read_seq, deleted_up_to, is_del, updated_ms, version";
+
+fn take<T: mysql::prelude::FromValue>(row: &mut Row, i: usize) -> StoreResult<T> {
+    row.take_opt::<T, usize>(i)
+        .ok_or_else(|| StoreError::Corrupt(format!("column {i} missing")))?
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// One number from a one-row, one-column query; NULL (an aggregate over no
+/// rows) is 0. Typed `query_first` would panic on an unexpected type: this
+/// never does.
+fn scalar(conn: &mut PooledConn, sql: &str, params: Params) -> StoreResult<u64> {
+    let row: Option<Row> = conn.exec_first(sql, params).map_err(db)?;
+    let Some(mut row) = row else { return Ok(0) };
+    match row.take_opt::<Option<u64>, usize>(0) {
+        Some(Ok(value)) => Ok(value.unwrap_or(0)),
+        Some(Err(e)) => Err(StoreError::Corrupt(e.to_string())),
+        None => Err(StoreError::Corrupt(format!(
+            "no column in the answer to {sql}"
+        ))),
+    }
+}
+
+fn message(mut row: Row) -> StoreResult<pb::Message> {
+    let pair = Pair {
+        small: take(&mut row, 0)?,
+        big: take(&mut row, 1)?,
+    };
+    let client_msg_id: Vec<u8> = take(&mut row, 5)?;
+    Ok(message_from_row(
+        pair,
+        take(&mut row, 2)?,
+        take(&mut row, 3)?,
+        take(&mut row, 4)?,
+        String::from_utf8(client_msg_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        take(&mut row, 6)?,
+        take(&mut row, 7)?,
+        take(&mut row, 8)?,
+    ))
+}
+
+fn conversation(mut row: Row) -> StoreResult<ConvRow> {
+    Ok(ConvRow {
+        owner: take(&mut row, 0)?,
+        peer: take(&mut row, 1)?,
+        last_seq: take(&mut row, 2)?,
+        last_msg_id: take(&mut row, 3)?,
+        read_seq: take(&mut row, 4)?,
+        peer_read_seq: take(&mut row, 5)?,
+        deleted_up_to: take(&mut row, 6)?,
+        hidden: take::<u8>(&mut row, 7)? != 0,
+        updated_ms: take(&mut row, 8)?,
+        version: take(&mut row, 9)?,
+    })
+}
+
+/// "(?,?),(?,?),..." for `rows` tuples of `width` placeholders.
+fn placeholders(rows: usize, width: usize) -> String {
+    let tuple = format!("({})", vec!["?"; width].join(","));
+    vec![tuple; rows].join(",")
+}
+
+impl MySqlConn {
+    fn rows<T>(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+        map: fn(Row) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let rows: Vec<Row> = self.0.exec(sql, Params::Positional(params)).map_err(db)?;
+        rows.into_iter().map(map).collect()
+    }
+
+    fn sum_unread(&mut self, owner: u64) -> StoreResult<u64> {
+        scalar(
+            &mut self.0,
+            "SELECT CAST(COALESCE(SUM(last_seq - read_seq), 0) AS UNSIGNED) FROM conversations WHERE uid_a = ? AND is_del = 0",
+            Params::Positional(vec![owner.into()]),
+        )
+    }
+}
+
+impl WriteStore for MySqlConn {
+    fn recover(&mut self) -> StoreResult<Recovered> {
+        Ok(Recovered {
+            max_msg_id: scalar(
+                &mut self.0,
+                "SELECT MAX(msg_id) FROM messages",
+                Params::Empty,
+            )?,
+            max_version: scalar(
+                &mut self.0,
+                "SELECT MAX(version) FROM conversations",
+                Params::Empty,
+            )?,
+        })
+    }
+
+    fn begin(&mut self) -> StoreResult<()> {
+        self.0.query_drop("START TRANSACTION").map_err(db)
+    }
+
+    fn commit(&mut self) -> StoreResult<()> {
+        self.0.query_drop("COMMIT").map_err(db)
+    }
+
+    fn rollback(&mut self) {
+        if let Err(e) = self.0.query_drop("ROLLBACK") {
+            log::warn!("mysql rollback failed: {e}");
+        }
+    }
+
+    fn find_sent(&mut self, keys: &[(u64, &str)]) -> StoreResult<Vec<pb::Message>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE (from_uid, client_msg_id) IN ({})",
+            placeholders(keys.len(), 2)
+        );
+        let params = keys
+            .iter()
+            .flat_map(|(uid, id)| [Value::from(*uid), Value::from(id.as_bytes())])
+            .collect();
+        self.rows(&sql, params, message)
+    }
+
+    fn load_conversations(&mut self, keys: &[(u64, u64)]) -> StoreResult<Vec<ConvRow>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE (uid_a, uid_b) IN ({})",
+            placeholders(keys.len(), 2)
+        );
+        let params = keys
+            .iter()
+            .flat_map(|(a, b)| [Value::from(*a), Value::from(*b)])
+            .collect();
+        self.rows(&sql, params, conversation)
+    }
+
+    fn insert_messages(&mut self, messages: &[pb::Message]) -> StoreResult<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO messages (small_uid, big_uid, seq, msg_id, direction, from_uid, client_msg_id, content_type, content, create_time) VALUES {}",
+            placeholders(messages.len(), 10)
+        );
+        let mut params = Vec::with_capacity(messages.len() * 10);
+        for m in messages {
+            let pair = Pair::of(m.from_uid, m.to_uid);
+            params.extend([
+                Value::from(pair.small),
+                Value::from(pair.big),
+                Value::from(m.seq),
+                Value::from(m.msg_id),
+                Value::from(direction(m.from_uid, m.to_uid)),
+                Value::from(m.from_uid),
+                Value::from(m.client_msg_id.as_bytes()),
+                Value::from(m.content_type),
+                Value::from(m.content.as_slice()),
+                Value::from(m.server_time_ms),
+            ]);
+        }
+        self.0
+            .exec_drop(sql, Params::Positional(params))
+            .map_err(db)
+    }
+
+    fn put_conversations(&mut self, rows: &[&ConvRow]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES {} ON DUPLICATE KEY UPDATE
+               last_seq = VALUES(last_seq), last_msg_id = VALUES(last_msg_id), read_seq = VALUES(read_seq),
+               peer_read_seq = VALUES(peer_read_seq), deleted_up_to = VALUES(deleted_up_to),
+               is_del = VALUES(is_del), updated_ms = VALUES(updated_ms), version = VALUES(version)",
+            placeholders(rows.len(), 10)
+        );
+        let mut params = Vec::with_capacity(rows.len() * 10);
+        for r in rows {
+            params.extend([
+                Value::from(r.owner),
+                Value::from(r.peer),
+                Value::from(r.last_seq),
+                Value::from(r.last_msg_id),
+                Value::from(r.read_seq),
+                Value::from(r.peer_read_seq),
+                Value::from(r.deleted_up_to),
+                Value::from(u8::from(r.hidden)),
+                Value::from(r.updated_ms),
+                Value::from(r.version),
+            ]);
+        }
+        self.0
+            .exec_drop(sql, Params::Positional(params))
+            .map_err(db)
+    }
+
+    fn put_profiles(&mut self, profiles: &[pb::Profile], updated_ms: u64) -> StoreResult<()> {
+        for p in profiles {
+            self.0
+                .exec_drop(
+                    "INSERT INTO profiles (uid, nickname, avatar_url, updated_ms) VALUES (?, ?, ?, ?)
+                     ON DUPLICATE KEY UPDATE nickname = VALUES(nickname), avatar_url = VALUES(avatar_url), updated_ms = VALUES(updated_ms)",
+                    (p.uid, &p.nickname, &p.avatar_url, updated_ms),
+                )
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
+        self.sum_unread(owner)
+    }
+}
+
+impl ReadStore for MySqlConn {
+    fn begin_snapshot(&mut self) -> StoreResult<()> {
+        self.0
+            .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .map_err(db)
+    }
+
+    fn end_snapshot(&mut self) {
+        let _ = self.0.query_drop("COMMIT");
+    }
+
+    fn conversation(&mut self, owner: u64, peer: u64) -> StoreResult<Option<ConvRow>> {
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE uid_a = ? AND uid_b = ?"
+        );
+        Ok(self
+            .rows(&sql, vec![owner.into(), peer.into()], conversation)?
+            .pop())
+    }
+
+    fn messages_after(
+        &mut self,
+        pair: Pair,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<pb::Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE small_uid = ? AND big_uid = ? AND seq > ? ORDER BY seq ASC LIMIT ?"
+        );
+        self.rows(
+            &sql,
+            vec![
+                pair.small.into(),
+                pair.big.into(),
+                after.into(),
+                (limit as u64).into(),
+            ],
+            message,
+        )
+    }
+
+    fn messages_before(
+        &mut self,
+        pair: Pair,
+        below: u64,
+        above: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<pb::Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE small_uid = ? AND big_uid = ? AND seq < ? AND seq > ? ORDER BY seq DESC LIMIT ?"
+        );
+        let params = vec![
+            pair.small.into(),
+            pair.big.into(),
+            below.into(),
+            above.into(),
+            (limit as u64).into(),
+        ];
+        self.rows(&sql, params, message)
+    }
+
+    fn message(&mut self, pair: Pair, seq: u64) -> StoreResult<Option<pb::Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE small_uid = ? AND big_uid = ? AND seq = ?"
+        );
+        Ok(self
+            .rows(
+                &sql,
+                vec![pair.small.into(), pair.big.into(), seq.into()],
+                message,
+            )?
+            .pop())
+    }
+
+    fn changed_since(&mut self, owner: u64, after: u64, limit: usize) -> StoreResult<Vec<ConvRow>> {
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE uid_a = ? AND version > ? ORDER BY version ASC LIMIT ?"
+        );
+        self.rows(
+            &sql,
+            vec![owner.into(), after.into(), (limit as u64).into()],
+            conversation,
+        )
+    }
+
+    fn visible_by_recency(
+        &mut self,
+        owner: u64,
+        below: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<ConvRow>> {
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE uid_a = ? AND is_del = 0 AND last_msg_id < ? ORDER BY last_msg_id DESC LIMIT ?"
+        );
+        self.rows(
+            &sql,
+            vec![owner.into(), below.into(), (limit as u64).into()],
+            conversation,
+        )
+    }
+
+    fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
+        self.sum_unread(owner)
+    }
+
+    fn profiles(&mut self, uids: &[u64]) -> StoreResult<Vec<pb::Profile>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT uid, nickname, avatar_url FROM profiles WHERE uid IN ({})",
+            vec!["?"; uids.len()].join(",")
+        );
+        let params = uids.iter().map(|u| Value::from(*u)).collect();
+        self.rows(&sql, params, |mut row| {
+            Ok(pb::Profile {
+                uid: take(&mut row, 0)?,
+                nickname: take(&mut row, 1)?,
+                avatar_url: take(&mut row, 2)?,
+            })
+        })
+    }
+}
