@@ -28,7 +28,14 @@ cargo build --release -q -p im-gateway -p im-loadtest
 bin=target/release
 export IM_AUTH_SECRET=bench-secret
 dir=$(mktemp -d)
-trap 'stop_server; rm -rf "$dir"' EXIT
+cleanup() {
+  stop_server
+  rm -rf "$dir"
+  if [ "$backend_toml" = mysql ]; then
+    for name in idle tput lat storm; do mysql -uroot -e "DROP DATABASE IF EXISTS im_bench_$name" 2>/dev/null || true; done
+  fi
+}
+trap cleanup EXIT
 port=$((20000 + RANDOM % 20000))
 lt() { "$bin/im-loadtest" --addr "127.0.0.1:$port" "$@" --json | tail -1; }
 # storage_toml NAME: the [storage] section for one benchmark's server.

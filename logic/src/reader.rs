@@ -50,7 +50,7 @@ pub fn spawn(
                 .name(format!("im-store-reader-{n}"))
                 .spawn(move || {
                     for job in jobs {
-                        let frame = match answer(store.as_mut(), job.uid, job.query, max_frame) {
+                        let frame = match answer(store.as_mut(), job.uid, &job.query, max_frame) {
                             Ok(body) => Frame {
                                 req_id: job.req_id,
                                 body: Some(body),
@@ -96,15 +96,32 @@ impl From<StoreError> for ReadError {
 pub fn answer(
     store: &mut dyn ReadStore,
     uid: u64,
-    query: ReadQuery,
+    query: &ReadQuery,
+    max_frame: usize,
+) -> Result<Body, ReadError> {
+    // Reads change nothing, so a storage error gets one more try: the store
+    // has replaced a connection that died (a database restart) by then.
+    match answer_once(store, uid, query, max_frame) {
+        Err(ReadError::Store(StoreError::Unavailable(e))) => {
+            log::debug!("read failed ({e}), trying once more");
+            answer_once(store, uid, query, max_frame)
+        }
+        other => other,
+    }
+}
+
+fn answer_once(
+    store: &mut dyn ReadStore,
+    uid: u64,
+    query: &ReadQuery,
     max_frame: usize,
 ) -> Result<Body, ReadError> {
     store.begin_snapshot()?;
     let body = match query {
-        ReadQuery::History(req) => history(store, uid, req, max_frame),
-        ReadQuery::Sync(req) => sync(store, uid, req, max_frame),
-        ReadQuery::Conversations(req) => conversations(store, uid, req, max_frame),
-        ReadQuery::Profiles(req) => profiles(store, req, max_frame),
+        ReadQuery::History(req) => history(store, uid, *req, max_frame),
+        ReadQuery::Sync(req) => sync(store, uid, *req, max_frame),
+        ReadQuery::Conversations(req) => conversations(store, uid, req.clone(), max_frame),
+        ReadQuery::Profiles(req) => profiles(store, req.clone(), max_frame),
     };
     store.end_snapshot();
     body

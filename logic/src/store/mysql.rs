@@ -21,6 +21,8 @@
 //! and are refused at start until then.
 
 use mysql::prelude::Queryable;
+use std::time::Duration;
+
 use mysql::{Opts, OptsBuilder, Params, Pool, PooledConn, Row, Value};
 use protocol::pb;
 
@@ -117,6 +119,13 @@ impl MySql {
                 ))
             })
             .map_err(db)?;
+        // Bounded waits: a database that hangs fails the batch (UNAVAILABLE)
+        // instead of stalling the writer forever.
+        let timeout = Some(Duration::from_secs(5));
+        let opts = OptsBuilder::from_opts(opts)
+            .tcp_connect_timeout(timeout)
+            .read_timeout(timeout)
+            .write_timeout(timeout);
         let pool = Pool::new(opts).map_err(db)?;
         migrate(&mut pool.get_conn().map_err(db)?)?;
         Ok(MySql { pool })
@@ -172,15 +181,21 @@ fn migrate(conn: &mut PooledConn) -> StoreResult<usize> {
 
 impl Backend for MySql {
     fn writer(&self) -> StoreResult<Box<dyn WriteStore>> {
-        Ok(Box::new(MySqlConn(self.pool.get_conn().map_err(db)?)))
+        Ok(Box::new(MySqlConn::new(self.pool.clone())?))
     }
 
     fn reader(&self) -> StoreResult<Box<dyn ReadStore>> {
-        Ok(Box::new(MySqlConn(self.pool.get_conn().map_err(db)?)))
+        Ok(Box::new(MySqlConn::new(self.pool.clone())?))
     }
 }
 
-pub struct MySqlConn(PooledConn);
+/// One thread's connection. After any error it is closed (it may be dead,
+/// or inside a transaction) and the next call connects afresh: a database
+/// restart costs the batches in flight, never the server.
+pub struct MySqlConn {
+    pool: Pool,
+    conn: Option<PooledConn>,
+}
 
 const MESSAGE_COLUMNS: &str =
     "small_uid, big_uid, seq, msg_id, direction, client_msg_id, content_type, content, create_time";
@@ -247,20 +262,58 @@ fn placeholders(rows: usize, width: usize) -> String {
 }
 
 impl MySqlConn {
+    fn new(pool: Pool) -> StoreResult<MySqlConn> {
+        let conn = pool.get_conn().map_err(db)?;
+        Ok(MySqlConn {
+            pool,
+            conn: Some(conn),
+        })
+    }
+
+    /// The connection, connecting first if the last one was retired.
+    fn c(&mut self) -> StoreResult<&mut PooledConn> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.get_conn().map_err(db)?);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// Closes the connection instead of returning it to the pool.
+    fn retire(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.unwrap());
+        }
+    }
+
+    /// Maps an error, retiring the connection it came from.
+    fn lost(&mut self, e: mysql::Error) -> StoreError {
+        self.retire();
+        db(e)
+    }
+
+    /// A scalar query whose failure retires the connection.
+    fn scalar(&mut self, sql: &str, params: Params) -> StoreResult<u64> {
+        let result = scalar(self.c()?, sql, params);
+        if result.is_err() {
+            self.retire();
+        }
+        result
+    }
     fn rows<T>(
         &mut self,
         sql: &str,
         params: Vec<Value>,
         map: fn(Row) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>> {
-        let rows: Vec<Row> = self.0.exec(sql, Params::Positional(params)).map_err(db)?;
+        let rows: Vec<Row> = self
+            .c()?
+            .exec(sql, Params::Positional(params))
+            .map_err(|e| self.lost(e))?;
         rows.into_iter().map(map).collect()
     }
 
     fn sum_unread(&mut self, owner: u64) -> StoreResult<u64> {
-        scalar(
-            &mut self.0,
-            "SELECT CAST(COALESCE(SUM(last_seq - read_seq), 0) AS UNSIGNED) FROM conversations WHERE uid_a = ? AND is_del = 0",
+        self.scalar("SELECT CAST(COALESCE(SUM(last_seq - read_seq), 0) AS UNSIGNED) FROM conversations WHERE uid_a = ? AND is_del = 0",
             Params::Positional(vec![owner.into()]),
         )
     }
@@ -269,30 +322,28 @@ impl MySqlConn {
 impl WriteStore for MySqlConn {
     fn recover(&mut self) -> StoreResult<Recovered> {
         Ok(Recovered {
-            max_msg_id: scalar(
-                &mut self.0,
-                "SELECT MAX(msg_id) FROM messages",
-                Params::Empty,
-            )?,
-            max_version: scalar(
-                &mut self.0,
-                "SELECT MAX(version) FROM conversations",
-                Params::Empty,
-            )?,
+            max_msg_id: self.scalar("SELECT MAX(msg_id) FROM messages", Params::Empty)?,
+            max_version: self.scalar("SELECT MAX(version) FROM conversations", Params::Empty)?,
         })
     }
 
     fn begin(&mut self) -> StoreResult<()> {
-        self.0.query_drop("START TRANSACTION").map_err(db)
+        self.c()?
+            .query_drop("START TRANSACTION")
+            .map_err(|e| self.lost(e))
     }
 
     fn commit(&mut self) -> StoreResult<()> {
-        self.0.query_drop("COMMIT").map_err(db)
+        self.c()?.query_drop("COMMIT").map_err(|e| self.lost(e))
     }
 
     fn rollback(&mut self) {
-        if let Err(e) = self.0.query_drop("ROLLBACK") {
-            log::warn!("mysql rollback failed: {e}");
+        // A retired connection took its transaction with it.
+        if let Some(conn) = self.conn.as_mut() {
+            if let Err(e) = conn.query_drop("ROLLBACK") {
+                log::warn!("mysql rollback failed: {e}");
+                self.retire();
+            }
         }
     }
 
@@ -350,9 +401,9 @@ impl WriteStore for MySqlConn {
                 Value::from(m.server_time_ms),
             ]);
         }
-        self.0
+        self.c()?
             .exec_drop(sql, Params::Positional(params))
-            .map_err(db)
+            .map_err(|e| self.lost(e))
     }
 
     fn put_conversations(&mut self, rows: &[&ConvRow]) -> StoreResult<()> {
@@ -381,20 +432,20 @@ impl WriteStore for MySqlConn {
                 Value::from(r.version),
             ]);
         }
-        self.0
+        self.c()?
             .exec_drop(sql, Params::Positional(params))
-            .map_err(db)
+            .map_err(|e| self.lost(e))
     }
 
     fn put_profiles(&mut self, profiles: &[pb::Profile], updated_ms: u64) -> StoreResult<()> {
         for p in profiles {
-            self.0
+            self.c()?
                 .exec_drop(
                     "INSERT INTO profiles (uid, nickname, avatar_url, updated_ms) VALUES (?, ?, ?, ?)
                      ON DUPLICATE KEY UPDATE nickname = VALUES(nickname), avatar_url = VALUES(avatar_url), updated_ms = VALUES(updated_ms)",
                     (p.uid, &p.nickname, &p.avatar_url, updated_ms),
                 )
-                .map_err(db)?;
+                .map_err(|e| self.lost(e))?;
         }
         Ok(())
     }
@@ -406,13 +457,17 @@ impl WriteStore for MySqlConn {
 
 impl ReadStore for MySqlConn {
     fn begin_snapshot(&mut self) -> StoreResult<()> {
-        self.0
+        self.c()?
             .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            .map_err(db)
+            .map_err(|e| self.lost(e))
     }
 
     fn end_snapshot(&mut self) {
-        let _ = self.0.query_drop("COMMIT");
+        if let Some(conn) = self.conn.as_mut() {
+            if conn.query_drop("COMMIT").is_err() {
+                self.retire();
+            }
+        }
     }
 
     fn conversation(&mut self, owner: u64, peer: u64) -> StoreResult<Option<ConvRow>> {
