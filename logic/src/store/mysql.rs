@@ -82,6 +82,8 @@ fn db(e: mysql::Error) -> StoreError {
 
 pub struct MySql {
     pool: Pool,
+    /// The writer lock's name: user locks are server-wide, so it names the database.
+    writer_lock: String,
 }
 
 impl MySql {
@@ -128,7 +130,9 @@ impl MySql {
             .write_timeout(timeout);
         let pool = Pool::new(opts).map_err(db)?;
         migrate(&mut pool.get_conn().map_err(db)?)?;
-        Ok(MySql { pool })
+        // At most 64 characters; database names are at most 64 as well.
+        let writer_lock: String = format!("im_writer.{database}").chars().take(64).collect();
+        Ok(MySql { pool, writer_lock })
     }
 
     /// Applies the migrations the database lacks (also `im-logic migrate`).
@@ -181,11 +185,14 @@ fn migrate(conn: &mut PooledConn) -> StoreResult<usize> {
 
 impl Backend for MySql {
     fn writer(&self) -> StoreResult<Box<dyn WriteStore>> {
-        Ok(Box::new(MySqlConn::new(self.pool.clone())?))
+        Ok(Box::new(MySqlConn::new(
+            self.pool.clone(),
+            Some(self.writer_lock.clone()),
+        )?))
     }
 
     fn reader(&self) -> StoreResult<Box<dyn ReadStore>> {
-        Ok(Box::new(MySqlConn::new(self.pool.clone())?))
+        Ok(Box::new(MySqlConn::new(self.pool.clone(), None)?))
     }
 }
 
@@ -195,6 +202,12 @@ impl Backend for MySql {
 pub struct MySqlConn {
     pool: Pool,
     conn: Option<PooledConn>,
+    /// For the writer: the user lock (GET_LOCK, which MariaDB, MySQL and
+    /// TiDB all have) its connection holds for as long as it lives. Seqs,
+    /// msg_ids and sync versions are assigned by one writer per database;
+    /// a second logic process cannot become another. The server releases
+    /// the lock when the connection ends.
+    writer_lock: Option<String>,
 }
 
 const MESSAGE_COLUMNS: &str =
@@ -262,23 +275,41 @@ fn placeholders(rows: usize, width: usize) -> String {
 }
 
 impl MySqlConn {
-    fn new(pool: Pool) -> StoreResult<MySqlConn> {
-        let conn = pool.get_conn().map_err(db)?;
-        Ok(MySqlConn {
+    fn new(pool: Pool, writer_lock: Option<String>) -> StoreResult<MySqlConn> {
+        let mut conn = MySqlConn {
             pool,
-            conn: Some(conn),
-        })
+            conn: None,
+            writer_lock,
+        };
+        conn.c()?;
+        Ok(conn)
     }
 
-    /// The connection, connecting first if the last one was retired.
+    /// The connection, connecting first if the last one was retired. A new
+    /// writer connection must take the writer lock, at once or not at all.
     fn c(&mut self) -> StoreResult<&mut PooledConn> {
         if self.conn.is_none() {
-            self.conn = Some(self.pool.get_conn().map_err(db)?);
+            let mut conn = self.pool.get_conn().map_err(db)?;
+            if let Some(lock) = &self.writer_lock {
+                let locked = scalar(
+                    &mut conn,
+                    "SELECT GET_LOCK(?, 0)",
+                    Params::Positional(vec![lock.as_str().into()]),
+                )?;
+                if locked != 1 {
+                    drop(conn.unwrap());
+                    return Err(StoreError::Unavailable(
+                        "another logic process is the writer for this database (one writer per database)".into(),
+                    ));
+                }
+            }
+            self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    /// Closes the connection instead of returning it to the pool.
+    /// Closes the connection instead of returning it to the pool (which
+    /// also releases the writer lock it held).
     fn retire(&mut self) {
         if let Some(conn) = self.conn.take() {
             drop(conn.unwrap());

@@ -1,8 +1,12 @@
-//! The database goes away mid-run and comes back: sends fail with
-//! UNAVAILABLE while it is gone (never a SendResp for a message that was
-//! not stored), and succeed again after, on fresh connections, with seqs
-//! that have no gap. The outage is a TCP proxy in front of MariaDB that the
-//! test cuts and restores, so other tests on the same server are untouched.
+//! The MySQL store under stress the contract suite does not apply:
+//!
+//! - The database goes away mid-run and comes back: sends fail with
+//!   UNAVAILABLE while it is gone (never a SendResp for a message that was
+//!   not stored), and succeed again after, on fresh connections, with seqs
+//!   that have no gap. The outage is a TCP proxy in front of MariaDB that the
+//!   test cuts and restores, so other tests on the same server are untouched.
+//! - One writer per database: a second logic process on the same database
+//!   refuses to start; other databases are unaffected.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -182,5 +186,44 @@ fn sends_fail_cleanly_while_the_database_is_down_and_recover_after() {
     assert_eq!(ids, vec!["before", "after", "during-0"]);
 
     node.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn node_on(database: &str, dir: &std::path::Path) -> Result<Node, gateway::node::NodeError> {
+    let mut config = Config::default();
+    config.gateway.listen = "127.0.0.1:0".into();
+    config.admin.listen = String::new();
+    config.auth.secret = SECRET.into();
+    config.storage.data_dir = dir.display().to_string();
+    config.storage.backend = "mysql".into();
+    config.storage.mysql_urls = vec![format!("mysql://root@{MARIADB}/{database}")];
+    Node::start(&config)
+}
+
+#[test]
+fn a_second_logic_process_cannot_become_another_writer() {
+    let database = format!("im_single_writer_{}", std::process::id());
+    let _cleanup = Database(database.clone());
+    let other = format!("im_other_writer_{}", std::process::id());
+    let _cleanup_other = Database(other.clone());
+    let dir = std::env::temp_dir().join(&database);
+
+    let first = node_on(&database, &dir).expect("the first node starts");
+    let refused = node_on(&database, &dir)
+        .err()
+        .expect("a second writer is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("another logic process is the writer"),
+        "{refused}"
+    );
+    // The lock is per database: a node on another database starts.
+    let elsewhere = node_on(&other, &dir).expect("another database has its own writer");
+    elsewhere.shutdown();
+
+    first.shutdown();
+    let again = node_on(&database, &dir).expect("after the first stops, a new writer starts");
+    again.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
