@@ -111,18 +111,10 @@ fn sends_fail_cleanly_while_the_database_is_down_and_recover_after() {
     let database = format!("im_outage_{}", std::process::id());
     let _cleanup = Database(database.clone());
     let dir = std::env::temp_dir().join(&database);
-    let mut config = Config::default();
-    config.gateway.listen = "127.0.0.1:0".into();
-    config.admin.listen = String::new();
-    config.auth.secret = SECRET.into();
-    config.storage.data_dir = dir.display().to_string();
-    config.storage.backend = "mysql".into();
     // prefer_socket=false: the crate would otherwise switch a local server to
     // its Unix socket, around the proxy.
-    config.storage.mysql_urls = vec![format!(
-        "mysql://root@{}/{database}?prefer_socket=false",
-        proxy.addr
-    )];
+    let url = format!("mysql://root@{}/{database}?prefer_socket=false", proxy.addr);
+    let config = config_for(&url, &dir);
     let node = Node::start(&config).expect("node starts (is MariaDB up on 127.0.0.1:3306?)");
 
     let mut alice = Client::connect(node.local_addr()).unwrap();
@@ -189,15 +181,23 @@ fn sends_fail_cleanly_while_the_database_is_down_and_recover_after() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn node_on(database: &str, dir: &std::path::Path) -> Result<Node, gateway::node::NodeError> {
+/// A node config on the MySQL database at `url`, everything else local.
+fn config_for(url: &str, dir: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.gateway.listen = "127.0.0.1:0".into();
     config.admin.listen = String::new();
     config.auth.secret = SECRET.into();
     config.storage.data_dir = dir.display().to_string();
     config.storage.backend = "mysql".into();
-    config.storage.mysql_urls = vec![format!("mysql://root@{MARIADB}/{database}")];
-    Node::start(&config)
+    config.storage.mysql_urls = vec![url.to_owned()];
+    config
+}
+
+fn node_on(database: &str, dir: &std::path::Path) -> Result<Node, gateway::node::NodeError> {
+    Node::start(&config_for(
+        &format!("mysql://root@{MARIADB}/{database}"),
+        dir,
+    ))
 }
 
 #[test]
