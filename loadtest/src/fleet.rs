@@ -184,9 +184,12 @@ impl Fleet {
             }
         }
         let deadline = started + timeout;
+        let progress = Progress::new();
         while !pending.is_empty() && Instant::now() < deadline {
             self.settle_logins(&mut pending, &mut keys, Duration::from_millis(20));
+            progress.show(|| format!("logged in {} of {}", who.len() - pending.len(), who.len()));
         }
+        progress.done();
         for key in pending.into_keys() {
             self.close(key);
         }
@@ -224,4 +227,44 @@ pub fn unix_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A live progress line on a terminal (stderr), at most twice a second;
+/// nothing at all when stderr is not a terminal.
+pub struct Progress {
+    enabled: bool,
+    next: std::cell::Cell<Instant>,
+    /// Whether a line is on the screen (so `done` ends it).
+    shown: std::cell::Cell<bool>,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            enabled: std::io::stderr().is_terminal(),
+            next: std::cell::Cell::new(Instant::now() + Duration::from_millis(500)),
+            shown: std::cell::Cell::new(false),
+        }
+    }
+
+    pub fn show(&self, line: impl FnOnce() -> String) {
+        if self.enabled && Instant::now() >= self.next.get() {
+            self.next.set(Instant::now() + Duration::from_millis(500));
+            eprint!("\r  {}   ", line());
+            self.shown.set(true);
+        }
+    }
+
+    pub fn done(&self) {
+        if self.shown.replace(false) {
+            eprintln!();
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
 }

@@ -10,7 +10,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use hdrhistogram::Histogram;
 use protocol::{Body, pb};
 
 use crate::check::{Checker, DeviceId, Verdict};
-use crate::fleet::{Event, Fleet};
+use crate::fleet::{Event, Fleet, Progress};
 use crate::report::Latency;
 use crate::workload::{Rng, Schedule, parse_payload, payload};
 
@@ -188,8 +187,7 @@ pub fn run(config: &PairsConfig) -> anyhow::Result<PairsReport> {
     }
 
     let stop_sending = config.duration.map(|d| state.start + d);
-    let progress = std::io::stderr().is_terminal();
-    let mut next_progress = state.start + Duration::from_secs(1);
+    let progress = Progress::new();
     let mut drain_deadline: Option<Instant> = None;
     let mut next_drain_check = Instant::now();
     loop {
@@ -245,20 +243,17 @@ pub fn run(config: &PairsConfig) -> anyhow::Result<PairsReport> {
             state.on_event(fleet, &roles, key, event, &mut due)
         })?;
         state.errors += fleet.flush().len() as u64;
-        if progress && now >= next_progress {
-            next_progress = now + Duration::from_secs(1);
-            eprint!(
-                "\r  {:>6.1}s  sent {:>10}  acked {:>10}  errors {:>6}   ",
+        progress.show(|| {
+            format!(
+                "{:>6.1}s  sent {:>10}  acked {:>10}  errors {:>6}",
                 state.start.elapsed().as_secs_f64(),
                 state.sent,
                 state.acked,
                 state.errors
-            );
-        }
+            )
+        });
     }
-    if progress {
-        eprintln!();
-    }
+    progress.done();
     let verdict = state.checker.verdict();
     Ok(PairsReport {
         sent: state.sent,
