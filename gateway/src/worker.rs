@@ -20,7 +20,7 @@ use crossbeam_channel::Receiver;
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use protocol::body::error_frame;
+use protocol::body::{error_frame, kick_frame};
 use protocol::link::{Downcall, SessionId, Upcall};
 use protocol::timer::TimerWheel;
 use protocol::{Body, ErrorCode, Frame, FrameCodec, Sender, pb};
@@ -219,15 +219,7 @@ impl Worker {
             Some(since) => since,
             None => {
                 self.draining_since = Some(now);
-                let kick = self.encode(&Frame {
-                    req_id: 0,
-                    body: Some(
-                        pb::Kick {
-                            reason: "server shutting down".into(),
-                        }
-                        .into(),
-                    ),
-                });
+                let kick = self.encode(&kick_frame("server shutting down"));
                 let slots: Vec<usize> = self.sessions.iter().map(|(slot, _)| slot).collect();
                 for slot in slots {
                     self.close(slot, CloseReason::Shutdown, kick.clone());

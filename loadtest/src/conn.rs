@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
+use protocol::body::event_frame;
 use protocol::{Body, Frame, FrameCodec};
 
 pub struct Conn {
@@ -69,11 +70,7 @@ impl Conn {
 
     /// Encodes a frame that is not a request (PushAck).
     pub fn notify(&mut self, body: impl Into<Body>) {
-        let frame = Frame {
-            req_id: 0,
-            body: Some(body.into()),
-        };
-        let _ = self.codec.encode(&frame, &mut self.write_buf);
+        let _ = self.codec.encode(&event_frame(body), &mut self.write_buf);
     }
 
     pub fn has_output(&self) -> bool {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
-use protocol::body::error_frame;
+use protocol::body::{error_frame, event_frame, kick_frame};
 use protocol::link::{Downcall, Downlink, SessionId, Upcall};
 use protocol::rate::{Admit, TokenBucket};
 use protocol::{Body, ErrorCode, Frame, FrameCodec, pb};
@@ -302,16 +302,7 @@ impl Pipeline {
             login_ms: unix_secs() * 1000,
         };
         if let Some(replaced) = self.presence.login(login.uid, device) {
-            let kick = Frame {
-                req_id: 0,
-                body: Some(
-                    pb::Kick {
-                        reason: "logged in on the same device elsewhere".into(),
-                    }
-                    .into(),
-                ),
-            };
-            let last = self.encode(&kick);
+            let last = self.encode(&kick_frame("logged in on the same device elsewhere"));
             self.downlink.send(Downcall::Close {
                 session: replaced,
                 last,
@@ -609,15 +600,9 @@ impl Pipeline {
         }
         let msg_id = message.msg_id;
         let (to, from) = (message.to_uid, message.from_uid);
-        let Some(frame) = self.encode(&Frame {
-            req_id: 0,
-            body: Some(
-                pb::Push {
-                    message: Some(message),
-                }
-                .into(),
-            ),
-        }) else {
+        let Some(frame) = self.encode(&event_frame(pb::Push {
+            message: Some(message),
+        })) else {
             return;
         };
         let targets: Vec<SessionId> = self
@@ -650,10 +635,7 @@ impl Pipeline {
             peer_uid: read.peer,
             seq: read.seq,
         };
-        let Some(frame) = self.encode(&Frame {
-            req_id: 0,
-            body: Some(notice.into()),
-        }) else {
+        let Some(frame) = self.encode(&event_frame(notice)) else {
             return;
         };
         let targets: Vec<SessionId> = self

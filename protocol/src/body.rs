@@ -18,6 +18,22 @@ pub fn error_frame(req_id: u64, code: pb::ErrorCode, message: impl Into<String>)
     }
 }
 
+/// A frame nobody asked for (req_id 0): a push, a read notice, a kick, or a
+/// client's PushAck.
+pub fn event_frame(body: impl Into<Body>) -> pb::Frame {
+    pb::Frame {
+        req_id: 0,
+        body: Some(body.into()),
+    }
+}
+
+/// The Kick a session receives as its last frame.
+pub fn kick_frame(reason: impl Into<String>) -> pb::Frame {
+    event_frame(pb::Kick {
+        reason: reason.into(),
+    })
+}
+
 /// Which side of a connection may send a body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sender {

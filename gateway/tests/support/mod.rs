@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gateway::{GatewayHandle, Metrics, Uplink};
 use parking_lot::Mutex;
-use protocol::body::error_frame;
+use protocol::body::{error_frame, event_frame, kick_frame};
 use protocol::link::{Downcall, Downlink, SessionId, Upcall};
 use protocol::{Body, Client, ErrorCode, Frame, FrameCodec, pb};
 
@@ -134,15 +134,7 @@ impl ScriptedLogic {
                     });
                 }
                 if let Some(old) = self.devices.insert((login.uid, login.device_id), session) {
-                    let kick = Frame {
-                        req_id: 0,
-                        body: Some(
-                            pb::Kick {
-                                reason: "replaced".into(),
-                            }
-                            .into(),
-                        ),
-                    };
+                    let kick = kick_frame("replaced");
                     self.downlink.send(Downcall::Close {
                         session: old,
                         last: Some(encode(&kick)),
@@ -220,15 +212,9 @@ impl ScriptedLogic {
                 content: content.clone(),
                 ..Default::default()
             };
-            let push = encode(&Frame {
-                req_id: 0,
-                body: Some(
-                    pb::Push {
-                        message: Some(message),
-                    }
-                    .into(),
-                ),
-            });
+            let push = encode(&event_frame(pb::Push {
+                message: Some(message),
+            }));
             for target in &targets {
                 self.downlink.send(Downcall::Frame {
                     session: *target,
