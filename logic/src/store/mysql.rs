@@ -23,7 +23,9 @@
 use mysql::prelude::Queryable;
 use std::time::Duration;
 
-use mysql::{Opts, OptsBuilder, Params, Pool, PooledConn, Row, Value};
+use mysql::{
+    Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, PooledConn, Row, Value,
+};
 use protocol::pb;
 
 use super::{
@@ -110,24 +112,26 @@ impl MySql {
                 "database name {database:?}: use letters, digits and _"
             )));
         }
-        // A fresh server needs no manual SQL: create the database first.
-        let server =
-            Pool::new(OptsBuilder::from_opts(opts.clone()).db_name(None::<String>)).map_err(db)?;
-        server
-            .get_conn()
+        // Bounded waits: a database that hangs fails the batch (UNAVAILABLE)
+        // instead of stalling the writer forever.
+        let timeout = Some(Duration::from_secs(5));
+        // The pool opens its minimum at once: keep it to what a node uses
+        // (a writer, the readers), not the crate's default of ten.
+        let constraints = PoolConstraints::new(1, 64).expect("1 <= 64");
+        let opts = OptsBuilder::from_opts(opts)
+            .tcp_connect_timeout(timeout)
+            .read_timeout(timeout)
+            .write_timeout(timeout)
+            .pool_opts(PoolOpts::default().with_constraints(constraints));
+        // A fresh server needs no manual SQL: create the database first, on
+        // one connection that names no database.
+        Conn::new(opts.clone().db_name(None::<String>))
             .and_then(|mut c| {
                 c.query_drop(format!(
                     "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
                 ))
             })
             .map_err(db)?;
-        // Bounded waits: a database that hangs fails the batch (UNAVAILABLE)
-        // instead of stalling the writer forever.
-        let timeout = Some(Duration::from_secs(5));
-        let opts = OptsBuilder::from_opts(opts)
-            .tcp_connect_timeout(timeout)
-            .read_timeout(timeout)
-            .write_timeout(timeout);
         let pool = Pool::new(opts).map_err(db)?;
         migrate(&mut pool.get_conn().map_err(db)?)?;
         // At most 64 characters; database names are at most 64 as well.
