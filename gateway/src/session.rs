@@ -129,11 +129,6 @@ impl Session {
         frame
     }
 
-    /// Whether bytes of an incomplete frame are buffered.
-    pub fn has_buffered_input(&self) -> bool {
-        !self.read_buf.is_empty()
-    }
-
     /// Drops buffered input (a closing session reads and discards).
     pub fn discard_input(&mut self) {
         self.read_buf = BytesMut::new();
@@ -143,10 +138,6 @@ impl Session {
     pub fn queue(&mut self, frame: Bytes) -> usize {
         self.out_bytes += frame.len();
         self.out.push_back(frame);
-        self.out_bytes
-    }
-
-    pub fn queued_bytes(&self) -> usize {
         self.out_bytes
     }
 

@@ -26,13 +26,6 @@ impl Verdict {
     pub fn clean(&self) -> bool {
         self.lost == 0 && self.duplicated == 0 && self.reordered == 0
     }
-
-    pub fn merge(&mut self, other: Verdict) {
-        self.delivered += other.delivered;
-        self.lost += other.lost;
-        self.duplicated += other.duplicated;
-        self.reordered += other.reordered;
-    }
 }
 
 #[derive(Default)]
