@@ -1,7 +1,7 @@
 //! Configuration: one TOML file, every field with a default.
 //!
 //! Precedence, lowest to highest: built-in defaults, the file given with
-//! `--config`, environment variables (`IM_AUTH_SECRET`), command-line flags
+//! `--config`, environment variables (`IM_AUTH_SECRET`, `IM_REDIS_URL`), command-line flags
 //! (`--listen`, `--data-dir`). `im-gateway --print-config` prints the result.
 //! `config/im.example.toml` documents every field.
 
@@ -19,6 +19,7 @@ pub struct Config {
     pub auth: logic::config::AuthConfig,
     pub storage: logic::config::StorageConfig,
     pub logic: logic::config::LogicConfig,
+    pub redis: logic::config::RedisConfig,
 }
 
 /// `[gateway]`: the connection tier.
@@ -123,6 +124,7 @@ impl Config {
             }
         };
         config.auth.apply_env();
+        config.redis.apply_env();
         Ok(config)
     }
 
@@ -132,6 +134,9 @@ impl Config {
             parse_addr("admin.listen", &self.admin.listen)?;
         }
         self.logic
+            .validate()
+            .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
+        self.redis
             .validate()
             .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
         // A message, with its envelope, must fit in one frame.

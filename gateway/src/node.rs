@@ -48,8 +48,13 @@ impl Node {
         let gateway = crate::start(&config.gateway, uplink, &metrics)?;
         let mailboxes = gateway.downlink();
         let downlink: Arc<dyn Downlink> = Arc::new(mailboxes.clone());
+        let mut redis = config.redis.clone();
+        if redis.advertise.is_empty() {
+            redis.advertise = gateway.local_addr().to_string();
+        }
         let logic = logic::start(
             &config.logic,
+            &redis,
             config.gateway.max_frame,
             auth,
             backend,

@@ -155,3 +155,87 @@ impl LogicConfig {
         Ok(())
     }
 }
+
+/// `[redis]`: the shared cache and presence directory. Absent (or an empty
+/// `url`): no Redis; the node keeps its caches in process. Redis never
+/// holds the only copy of anything: see `cache/mod.rs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`. Empty: no Redis.
+    pub url: String,
+    /// Every key this deployment writes starts with this.
+    pub key_prefix: String,
+    /// Connect, read and write timeout of one Redis call, milliseconds.
+    pub timeout_ms: u64,
+    /// After a failed call, Redis is left alone (reads go to storage) for
+    /// this long before one probe tries it again, milliseconds.
+    pub breaker_open_ms: u64,
+    /// A device's presence entry disappears this long after its node last
+    /// refreshed it (a crashed node's devices go away on their own).
+    pub presence_ttl_secs: u64,
+    /// Cached unread counters, conversation lists and profiles expire this
+    /// long after they were built (they are rebuilt on the next read).
+    pub cache_ttl_secs: u64,
+    /// Most conversations a cached list holds; older ones are read from storage.
+    pub cached_conversations: usize,
+    /// The gateway address written into presence entries. Empty: `gateway.listen`.
+    pub advertise: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            key_prefix: "im:".into(),
+            timeout_ms: 200,
+            breaker_open_ms: 2_000,
+            presence_ttl_secs: 90,
+            cache_ttl_secs: 86_400,
+            cached_conversations: 1_000,
+            advertise: String::new(),
+        }
+    }
+}
+
+/// The environment variable that overrides `redis.url`.
+pub const REDIS_URL_ENV: &str = "IM_REDIS_URL";
+
+impl RedisConfig {
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    /// `IM_REDIS_URL`, when set, wins over the file (set it empty to turn Redis off).
+    pub fn apply_env(&mut self) {
+        if let Ok(url) = std::env::var(REDIS_URL_ENV) {
+            self.url = url;
+        }
+    }
+
+    /// Checks the section; the error names the field.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if let Err(e) = redis::Client::open(self.url.as_str()) {
+            return Err(("redis.url", e.to_string()));
+        }
+        let positive = [
+            ("redis.timeout_ms", self.timeout_ms),
+            ("redis.breaker_open_ms", self.breaker_open_ms),
+            ("redis.presence_ttl_secs", self.presence_ttl_secs),
+            ("redis.cache_ttl_secs", self.cache_ttl_secs),
+            (
+                "redis.cached_conversations",
+                self.cached_conversations as u64,
+            ),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err((field, "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+}

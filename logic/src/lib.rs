@@ -14,6 +14,7 @@
 
 pub mod acks;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod dedup;
 pub mod filter;

@@ -21,12 +21,18 @@ metric_table! { pub Counter, COUNTERS,
     AckTimeoutCloses => "im_logic_ack_timeout_closes_total", "Sessions closed because their pushes went unacked.";
     ReadNotices => "im_logic_read_notices_total", "ReadNotice frames sent to devices.";
     OfflineNotifications => "im_logic_offline_notifications_total", "Messages whose recipient had no device online (the offline hook fired).";
+    RedisErrors => "im_logic_redis_errors_total", "Redis calls that failed (each opens the breaker if it was closed).";
+    RedisBreakerTrips => "im_logic_redis_breaker_trips_total", "Times the Redis breaker opened: Redis left alone, everything served from storage.";
+    CacheHits => "im_logic_cache_hits_total", "Reads answered from a Redis cache entry.";
+    CacheMisses => "im_logic_cache_misses_total", "Reads that found no usable Redis entry and went to storage.";
+    CacheRebuilds => "im_logic_cache_rebuilds_total", "Users whose unread and conversation entries were rebuilt from storage.";
 }
 
 metric_table! { pub Gauge, GAUGES,
     OnlineUsers => "im_logic_online_users", "Users with at least one device online.";
     PendingPushes => "im_logic_pending_pushes", "Pushes waiting for their PushAck.";
     RecentIds => "im_logic_recent_ids", "Sends in the in-memory dedup cache.";
+    RedisUp => "im_logic_redis_up", "1 while Redis is in use, 0 while the breaker is open or Redis is not configured.";
 }
 
 /// Error codes, by their wire value, that the logic tier answered with.

@@ -45,16 +45,16 @@ impl Presence {
         }
     }
 
-    /// Forgets a closed session; returns its uid if it was online.
-    pub fn logout(&mut self, session: SessionId) -> Option<u64> {
+    /// Forgets a closed session; returns its uid and device if it was online.
+    pub fn logout(&mut self, session: SessionId) -> Option<(u64, Device)> {
         let uid = self.by_session.remove(&session)?;
-        if let Some(devices) = self.by_uid.get_mut(&uid) {
-            devices.retain(|d| d.session != session);
-            if devices.is_empty() {
-                self.by_uid.remove(&uid);
-            }
+        let devices = self.by_uid.get_mut(&uid)?;
+        let at = devices.iter().position(|d| d.session == session)?;
+        let device = devices.remove(at);
+        if devices.is_empty() {
+            self.by_uid.remove(&uid);
         }
-        Some(uid)
+        Some((uid, device))
     }
 
     /// The user's online devices.
@@ -110,7 +110,10 @@ mod tests {
     fn last_logout_takes_user_offline() {
         let mut presence = Presence::default();
         presence.login(1, device("phone", 1));
-        assert_eq!(presence.logout(device("phone", 1).session), Some(1));
+        assert_eq!(
+            presence.logout(device("phone", 1).session),
+            Some((1, device("phone", 1)))
+        );
         assert!(presence.devices(1).is_empty());
         assert_eq!(presence.online_users(), 0);
     }

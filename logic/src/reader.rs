@@ -13,6 +13,7 @@ use protocol::body::error_frame;
 use protocol::link::{Downcall, Downlink, SessionId};
 use protocol::{Body, ErrorCode, Frame, FrameCodec, pb};
 
+use crate::cache::Cache;
 use crate::pages::{Keep, fit};
 use crate::store::{ConvRow, Pair, ReadStore, StoreError, StoreResult};
 
@@ -33,15 +34,15 @@ pub struct ReadJob {
     pub query: ReadQuery,
 }
 
-/// Starts `stores.len()` reader threads sharing one job queue.
+/// Starts one reader thread per (store, cache), sharing one job queue.
 pub fn spawn(
-    stores: Vec<Box<dyn ReadStore>>,
+    stores: Vec<(Box<dyn ReadStore>, Cache)>,
     jobs: Receiver<ReadJob>,
     downlink: Arc<dyn Downlink>,
     max_frame: usize,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
-    for (n, mut store) in stores.into_iter().enumerate() {
+    for (n, (mut store, mut cache)) in stores.into_iter().enumerate() {
         let jobs = jobs.clone();
         let downlink = downlink.clone();
         let codec = FrameCodec::new(max_frame);
@@ -50,7 +51,13 @@ pub fn spawn(
                 .name(format!("im-store-reader-{n}"))
                 .spawn(move || {
                     for job in jobs {
-                        let frame = match answer(store.as_mut(), job.uid, &job.query, max_frame) {
+                        let frame = match answer(
+                            store.as_mut(),
+                            &mut cache,
+                            job.uid,
+                            &job.query,
+                            max_frame,
+                        ) {
                             Ok(body) => Frame {
                                 req_id: job.req_id,
                                 body: Some(body),
@@ -92,19 +99,21 @@ impl From<StoreError> for ReadError {
     }
 }
 
-/// Answers one query for `uid` from one snapshot.
+/// Answers one query for `uid` from one snapshot, and the caches where
+/// they can answer.
 pub fn answer(
     store: &mut dyn ReadStore,
+    cache: &mut Cache,
     uid: u64,
     query: &ReadQuery,
     max_frame: usize,
 ) -> Result<Body, ReadError> {
     // Reads change nothing, so a storage error gets one more try: the store
     // has replaced a connection that died (a database restart) by then.
-    match answer_once(store, uid, query, max_frame) {
+    match answer_once(store, cache, uid, query, max_frame) {
         Err(ReadError::Store(StoreError::Unavailable(e))) => {
             log::debug!("read failed ({e}), trying once more");
-            answer_once(store, uid, query, max_frame)
+            answer_once(store, cache, uid, query, max_frame)
         }
         other => other,
     }
@@ -112,6 +121,7 @@ pub fn answer(
 
 fn answer_once(
     store: &mut dyn ReadStore,
+    cache: &mut Cache,
     uid: u64,
     query: &ReadQuery,
     max_frame: usize,
@@ -120,8 +130,8 @@ fn answer_once(
     let body = match query {
         ReadQuery::History(req) => history(store, uid, *req, max_frame),
         ReadQuery::Sync(req) => sync(store, uid, *req, max_frame),
-        ReadQuery::Conversations(req) => conversations(store, uid, req.clone(), max_frame),
-        ReadQuery::Profiles(req) => profiles(store, req.clone(), max_frame),
+        ReadQuery::Conversations(req) => conversations(store, cache, uid, req.clone(), max_frame),
+        ReadQuery::Profiles(req) => profiles(store, cache, req.clone(), max_frame),
     };
     store.end_snapshot();
     body
@@ -231,6 +241,7 @@ fn sync(
 
 fn conversations(
     store: &mut dyn ReadStore,
+    cache: &mut Cache,
     uid: u64,
     req: pb::ConversationsReq,
     max_frame: usize,
@@ -245,13 +256,19 @@ fn conversations(
         }
         _ => return Err(ReadError::Invalid("cursor is not one this server gave out")),
     };
-    let rows = store.visible_by_recency(uid, below, limit + 1)?;
+    let rows = match cached_by_recency(store, cache, uid, below, limit)? {
+        Some(rows) => rows,
+        None => store.visible_by_recency(uid, below, limit + 1)?,
+    };
     let (conversations, rows, more) = conversation_page(store, rows, limit, max_frame)?;
     let next_cursor = match rows.last() {
         Some(row) if more => row.last_msg_id.to_be_bytes().to_vec(),
         _ => Vec::new(),
     };
-    let total_unread = store.total_unread(uid)?;
+    let total_unread = match cache.total_unread(uid) {
+        Some(total) => total,
+        None => store.total_unread(uid)?,
+    };
     Ok(pb::ConversationsResp {
         conversations,
         total_unread,
@@ -260,12 +277,57 @@ fn conversations(
     .into())
 }
 
+/// The page `visible_by_recency(uid, below, limit + 1)` would give, from
+/// the cached list and a primary-key read of its rows; `None` if the cache
+/// cannot say.
+fn cached_by_recency(
+    store: &mut dyn ReadStore,
+    cache: &mut Cache,
+    uid: u64,
+    below: u64,
+    limit: usize,
+) -> StoreResult<Option<Vec<ConvRow>>> {
+    // A few extra peers cover members the coarser scores let through.
+    let Some(page) = cache.peers_by_recency(uid, below, limit + 1 + 8) else {
+        return Ok(None);
+    };
+    let mut rows = store.conversations_with(uid, &page.peers)?;
+    rows.retain(|row| !row.hidden && row.last_msg_id < below);
+    rows.sort_unstable_by_key(|row| std::cmp::Reverse(row.last_msg_id));
+    if rows.len() > limit || page.exhaustive {
+        rows.truncate(limit + 1);
+        Ok(Some(rows))
+    } else {
+        Ok(None)
+    }
+}
+
 fn profiles(
     store: &mut dyn ReadStore,
+    cache: &mut Cache,
     req: pb::ProfileReq,
     max_frame: usize,
 ) -> Result<Body, ReadError> {
-    let found = store.profiles(&req.uids)?;
+    let (mut found, missing) = cache.profiles(&req.uids);
+    if !missing.is_empty() {
+        let stored = store.profiles(&missing)?;
+        // Uids never set are cached as empty profiles too.
+        let filled: Vec<pb::Profile> = missing
+            .iter()
+            .map(|uid| {
+                stored
+                    .iter()
+                    .find(|p| p.uid == *uid)
+                    .cloned()
+                    .unwrap_or(pb::Profile {
+                        uid: *uid,
+                        ..Default::default()
+                    })
+            })
+            .collect();
+        cache.fill_profiles(&filled);
+        found.extend(filled);
+    }
     let mut profiles: Vec<pb::Profile> = req
         .uids
         .iter()

@@ -30,7 +30,10 @@ use protocol::{Body, ErrorCode, Frame, FrameCodec, pb};
 
 use crate::acks::{AckPolicy, AckTracker, Due};
 use crate::auth::{Authenticator, unix_secs};
-use crate::config::{LogicConfig, StorageConfig};
+use crate::cache::keeper::{self, PresenceEvent};
+use crate::cache::link::Shared;
+use crate::cache::{Cache, CacheWriter};
+use crate::config::{LogicConfig, RedisConfig, StorageConfig};
 use crate::dedup::{Recent, RecentIds};
 use crate::filter::ContentFilter;
 use crate::metrics::{Counter, Gauge, LogicMetrics};
@@ -119,6 +122,7 @@ pub fn open_backend(storage: &StorageConfig) -> Result<Arc<dyn Backend>, StartEr
 /// Starts the logic tier: the pipeline, the writer and the readers.
 pub fn start(
     config: &LogicConfig,
+    redis: &RedisConfig,
     max_frame: usize,
     auth: Authenticator,
     backend: Arc<dyn Backend>,
@@ -140,18 +144,47 @@ pub fn start(
         window: Duration::from_micros(config.group_commit_window_us),
     };
     let metrics = Arc::new(LogicMetrics::default());
-    let mut threads = vec![writer::spawn(
+    let mut threads = Vec::new();
+
+    // Redis: the keeper, the writer's side of the caches, the readers' side.
+    let (directory, cache_writer, reader_caches) = if redis.enabled() {
+        let shared = Arc::new(
+            Shared::new(redis, metrics.clone()).map_err(|e| StartError::Config(e.to_string()))?,
+        );
+        let (directory, keeper) =
+            keeper::start(shared.clone(), config.node_id, redis.advertise.clone())?;
+        threads.push(keeper);
+        let (rebuild_tx, rebuild_rx) = crossbeam_channel::bounded(4096);
+        let writer = CacheWriter {
+            cache: Cache::new(shared.clone(), None),
+            store: backend.reader()?,
+            requests: rebuild_rx,
+        };
+        let readers: Vec<Cache> = (0..config.reader_threads)
+            .map(|_| Cache::new(shared.clone(), Some(rebuild_tx.clone())))
+            .collect();
+        (Some(directory), Some(writer), readers)
+    } else {
+        let readers = (0..config.reader_threads)
+            .map(|_| Cache::disabled())
+            .collect();
+        (None, None, readers)
+    };
+
+    threads.push(writer::spawn(
         metrics.clone(),
         writer_store,
         sequencer,
         policy,
         write_rx,
         done_tx,
-    )?];
+        cache_writer,
+    )?);
 
-    let readers = (0..config.reader_threads)
-        .map(|_| backend.reader())
-        .collect::<Result<Vec<_>, _>>()?;
+    let readers = reader_caches
+        .into_iter()
+        .map(|cache| Ok((backend.reader()?, cache)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let (read_tx, read_rx) = crossbeam_channel::bounded(config.queue_capacity);
     threads.extend(reader::spawn(
         readers,
@@ -173,6 +206,7 @@ pub fn start(
         auth,
         codec: FrameCodec::new(max_frame),
         presence: Presence::default(),
+        directory,
         downlink,
         writes: Some(write_tx),
         reads: read_tx,
@@ -204,6 +238,8 @@ struct Pipeline {
     auth: Authenticator,
     codec: FrameCodec,
     presence: Presence,
+    /// The Redis presence directory's keeper, when Redis is configured.
+    directory: Option<Sender<PresenceEvent>>,
     downlink: Arc<dyn Downlink>,
     /// To the writer; dropped at shutdown so the writer can finish.
     writes: Option<Sender<WriteJob<Ticket>>>,
@@ -270,7 +306,12 @@ impl Pipeline {
                 login,
             } => self.login(session, req_id, login),
             Upcall::Closed { session, .. } => {
-                self.presence.logout(session);
+                if let Some((uid, device)) = self.presence.logout(session) {
+                    self.tell_directory(PresenceEvent::Offline {
+                        uid,
+                        device_id: device.device_id,
+                    });
+                }
             }
             Upcall::PushAck {
                 session, msg_id, ..
@@ -301,6 +342,10 @@ impl Pipeline {
             session,
             login_ms: unix_secs() * 1000,
         };
+        self.tell_directory(PresenceEvent::Online {
+            uid: login.uid,
+            device: device.clone(),
+        });
         if let Some(replaced) = self.presence.login(login.uid, device) {
             let last = self.encode(&kick_frame("logged in on the same device elsewhere"));
             self.downlink.send(Downcall::Close {
@@ -675,6 +720,13 @@ impl Pipeline {
                     });
                 }
             }
+        }
+    }
+
+    fn tell_directory(&self, event: PresenceEvent) {
+        if let Some(directory) = &self.directory {
+            // Unbounded, and the keeper drains it even while Redis is down.
+            let _ = directory.send(event);
         }
     }
 

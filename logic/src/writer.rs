@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use protocol::pb;
 
+use crate::cache::{CacheWriter, RowChange};
 use crate::ids::MsgIds;
 use crate::metrics::{Counter, LogicMetrics};
 use crate::store::{ConvRow, Recovered, StoreError, WriteStore};
@@ -92,9 +93,20 @@ pub struct Sequencer {
     ids: MsgIds,
 }
 
+/// What a committed batch did: each write's outcome, in order, and what
+/// the caches must learn.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub outcomes: Vec<Outcome>,
+    pub changes: Vec<RowChange>,
+    pub profiles: Vec<pb::Profile>,
+}
+
 /// A row as the batch sees it, and whether the batch changed it.
 struct Staged {
     row: ConvRow,
+    /// The row's unread count before the batch.
+    unread_before: u64,
     dirty: bool,
     /// Whether the row exists (in storage, or created by this batch).
     exists: bool,
@@ -117,7 +129,7 @@ impl Sequencer {
         store: &mut dyn WriteStore,
         ops: &[&WriteOp],
         now_ms: u64,
-    ) -> Result<Vec<Outcome>, StoreError> {
+    ) -> Result<Applied, StoreError> {
         store.begin()?;
         let t0 = Instant::now();
         let result = self.apply_in_transaction(store, ops, now_ms);
@@ -129,7 +141,7 @@ impl Sequencer {
             t1 - t0,
             t1.elapsed()
         );
-        let (outcomes, staged) = match result {
+        let ((outcomes, profiles), staged) = match result {
             Ok(done) => done,
             Err(e) => {
                 store.rollback();
@@ -139,12 +151,27 @@ impl Sequencer {
         if self.rows.len() + staged.len() > self.row_cache {
             self.rows.clear();
         }
+        let mut changes = Vec::new();
         for (key, staged) in staged {
+            if staged.dirty {
+                changes.push(RowChange {
+                    owner: staged.row.owner,
+                    peer: staged.row.peer,
+                    unread_before: staged.unread_before,
+                    unread: staged.row.unread(),
+                    hidden: staged.row.hidden,
+                    last_msg_id: staged.row.last_msg_id,
+                });
+            }
             if staged.exists {
                 self.rows.insert(key, staged.row);
             }
         }
-        Ok(outcomes)
+        Ok(Applied {
+            outcomes,
+            changes,
+            profiles,
+        })
     }
 
     #[allow(clippy::type_complexity)]
@@ -153,7 +180,13 @@ impl Sequencer {
         store: &mut dyn WriteStore,
         ops: &[&WriteOp],
         now_ms: u64,
-    ) -> Result<(Vec<Outcome>, HashMap<(u64, u64), Staged>), StoreError> {
+    ) -> Result<
+        (
+            (Vec<Outcome>, Vec<pb::Profile>),
+            HashMap<(u64, u64), Staged>,
+        ),
+        StoreError,
+    > {
         // Dedup against storage, for the whole batch at once.
         let mut send_keys: Vec<(u64, &str)> = Vec::new();
         let mut row_keys: HashSet<(u64, u64)> = HashSet::new();
@@ -193,6 +226,7 @@ impl Sequencer {
             staged.insert(
                 row.key(),
                 Staged {
+                    unread_before: row.unread(),
                     row,
                     dirty: false,
                     exists: true,
@@ -204,11 +238,13 @@ impl Sequencer {
                 .entry(key)
                 .or_insert_with(|| match self.rows.get(&key) {
                     Some(row) => Staged {
+                        unread_before: row.unread(),
                         row: row.clone(),
                         dirty: false,
                         exists: true,
                     },
                     None => Staged {
+                        unread_before: 0,
                         row: ConvRow::new(key.0, key.1),
                         dirty: false,
                         exists: false,
@@ -319,7 +355,7 @@ impl Sequencer {
                 read.total_unread = store.total_unread(read.owner)?;
             }
         }
-        Ok((outcomes, staged))
+        Ok(((outcomes, profiles), staged))
     }
 
     /// Marks a staged row changed: it takes the next version and will be written.
@@ -381,7 +417,8 @@ pub struct GroupCommit {
     pub window: Duration,
 }
 
-/// Starts the writer thread. It ends when `jobs` is disconnected and drained.
+/// Starts the writer thread. It ends when `jobs` is disconnected and
+/// drained. With `cache`, it also keeps the Redis caches (see `cache/mod.rs`).
 pub fn spawn<T: Send + 'static>(
     metrics: std::sync::Arc<LogicMetrics>,
     mut store: Box<dyn WriteStore>,
@@ -389,73 +426,111 @@ pub fn spawn<T: Send + 'static>(
     policy: GroupCommit,
     jobs: Receiver<WriteJob<T>>,
     done: Sender<Committed<T>>,
+    mut cache: Option<CacheWriter>,
 ) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("im-store-writer".into())
         .spawn(move || {
             let mut batch: Vec<WriteJob<T>> = Vec::with_capacity(policy.max_batch);
-            while let Ok(first) = jobs.recv() {
+            while let Some(first) = next_job(&jobs, cache.as_mut()) {
                 batch.push(first);
-                let deadline = Instant::now() + policy.window;
-                while batch.len() < policy.max_batch {
-                    match jobs.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(TryRecvError::Disconnected) => break,
-                        Err(TryRecvError::Empty) => {
-                            let now = Instant::now();
-                            if now >= deadline {
-                                break;
-                            }
-                            match jobs.recv_timeout(deadline - now) {
-                                Ok(job) => batch.push(job),
-                                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
+                fill_batch(&mut batch, &jobs, policy);
                 let ops: Vec<&WriteOp> = batch.iter().map(|job| &job.op).collect();
                 let started = Instant::now();
                 let result = sequencer.apply(store.as_mut(), &ops, unix_ms());
                 metrics.add(Counter::CommitMicros, started.elapsed().as_micros() as u64);
-                match &result {
-                    Ok(outcomes) => {
-                        metrics.add(Counter::Batches, 1);
-                        metrics.add(Counter::CommittedWrites, outcomes.len() as u64);
-                        for outcome in outcomes {
-                            if let Outcome::Sent { duplicate, .. } = outcome {
-                                let counter = if *duplicate {
-                                    Counter::Duplicates
-                                } else {
-                                    Counter::MessagesStored
-                                };
-                                metrics.add(counter, 1);
-                            }
-                        }
+                let (committed, applied) = match result {
+                    Ok(applied) => {
+                        count_committed(&metrics, &applied.outcomes);
+                        let mut applied = applied;
+                        let outcomes = std::mem::take(&mut applied.outcomes);
+                        let committed: Committed<T> = batch
+                            .drain(..)
+                            .map(|j| j.ticket)
+                            .zip(outcomes.into_iter().map(Ok))
+                            .collect();
+                        (committed, Some(applied))
                     }
                     Err(e) => {
                         metrics.add(Counter::StorageErrors, 1);
                         log::error!("commit of {} writes failed: {e}", batch.len());
+                        let committed = batch
+                            .drain(..)
+                            .map(|j| (j.ticket, Err(e.clone())))
+                            .collect();
+                        (committed, None)
                     }
-                }
-                let committed: Committed<T> = match result {
-                    Ok(outcomes) => batch
-                        .drain(..)
-                        .map(|j| j.ticket)
-                        .zip(outcomes.into_iter().map(Ok))
-                        .collect(),
-                    Err(e) => batch
-                        .drain(..)
-                        .map(|j| (j.ticket, Err(e.clone())))
-                        .collect(),
                 };
+                // The caches learn the commit before anyone is answered, so
+                // a client reads its own writes from them.
+                if let (Some(cache), Some(applied)) = (cache.as_mut(), applied) {
+                    cache.cache.apply(&applied.changes, &applied.profiles);
+                }
                 if done.send(committed).is_err() {
                     break;
+                }
+                if let Some(cache) = cache.as_mut() {
+                    cache.rebuild_requested(None);
                 }
             }
             log::debug!("writer stopped");
         })
+}
+
+/// Waits for the next write, serving cache rebuild requests meanwhile.
+/// `None`: no more writes will come.
+fn next_job<T>(
+    jobs: &Receiver<WriteJob<T>>,
+    mut cache: Option<&mut CacheWriter>,
+) -> Option<WriteJob<T>> {
+    loop {
+        let Some(cache) = cache.as_deref_mut() else {
+            return jobs.recv().ok();
+        };
+        crossbeam_channel::select! {
+            recv(jobs) -> job => return job.ok(),
+            recv(cache.requests) -> owner => match owner {
+                Ok(owner) => cache.rebuild_requested(Some(owner)),
+                Err(_) => return jobs.recv().ok(),
+            },
+        }
+    }
+}
+
+/// Adds what is queued to the batch, up to the policy's size and window.
+fn fill_batch<T>(batch: &mut Vec<WriteJob<T>>, jobs: &Receiver<WriteJob<T>>, policy: GroupCommit) {
+    let deadline = Instant::now() + policy.window;
+    while batch.len() < policy.max_batch {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                match jobs.recv_timeout(deadline - now) {
+                    Ok(job) => batch.push(job),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+    }
+}
+
+fn count_committed(metrics: &LogicMetrics, outcomes: &[Outcome]) {
+    metrics.add(Counter::Batches, 1);
+    metrics.add(Counter::CommittedWrites, outcomes.len() as u64);
+    for outcome in outcomes {
+        if let Outcome::Sent { duplicate, .. } = outcome {
+            let counter = if *duplicate {
+                Counter::Duplicates
+            } else {
+                Counter::MessagesStored
+            };
+            metrics.add(counter, 1);
+        }
+    }
 }
 
 pub fn unix_ms() -> u64 {

@@ -23,11 +23,18 @@ static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 pub enum Store {
     Sqlite,
     MySql,
+    /// MySQL with Redis beside it, on a key prefix of the test's own.
+    MySqlRedis,
 }
 
 /// The MariaDB/MySQL server tests use; each test creates its own database.
 pub fn mysql_server_url() -> String {
     std::env::var("IM_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// The Redis server tests use; each test writes under a key prefix of its own.
+pub fn redis_url() -> String {
+    std::env::var("IM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 pub struct TestNode {
@@ -59,12 +66,16 @@ impl TestNode {
     pub fn with(store: Store, tweak: impl FnOnce(&mut Config)) -> TestNode {
         let _ = env_logger::builder().is_test(true).try_init();
         let (mut config, dir) = test_config();
-        let database = (store == Store::MySql).then(|| {
+        let database = (store != Store::Sqlite).then(|| {
             let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
             config.storage.backend = "mysql".into();
             config.storage.mysql_urls = vec![format!("{}/{name}", mysql_server_url())];
             name
         });
+        if store == Store::MySqlRedis {
+            config.redis.url = redis_url();
+            config.redis.key_prefix = format!("{}:", dir.file_name().unwrap().to_string_lossy());
+        }
         tweak(&mut config);
         let node = match Node::start(&config) {
             Ok(node) => node,
@@ -116,6 +127,45 @@ impl Drop for TestNode {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         drop_database(self.database.as_deref());
+        if self.config.redis.enabled() {
+            delete_redis_keys(&self.config.redis.url, &self.config.redis.key_prefix);
+        }
+    }
+}
+
+impl TestNode {
+    /// The admin page's value of one metric (the node must have an admin port).
+    pub fn metric(&self, name: &str) -> Option<i64> {
+        let admin = self.node.as_ref()?.admin_addr()?;
+        let page = http_get(admin, "/metrics");
+        page.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("admin port");
+    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
+    let mut page = String::new();
+    stream.read_to_string(&mut page).expect("response");
+    page
+}
+
+/// Deletes every key under `prefix`.
+pub fn delete_redis_keys(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _ = redis::cmd("DEL").arg(keys).query::<()>(&mut conn);
     }
 }
 

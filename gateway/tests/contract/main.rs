@@ -2,7 +2,8 @@
 //! real TCP through a real gateway, logic tier and store. One suite, run
 //! against every storage backend: the embedded SQLite and MySQL/MariaDB
 //! (127.0.0.1:3306 as root by default, or `IM_TEST_MYSQL_URL`; each test on a
-//! database of its own).
+//! database of its own), and MySQL with Redis (127.0.0.1:6379 by default, or
+//! `IM_TEST_REDIS_URL`; each test on a key prefix of its own).
 
 mod harness;
 
@@ -41,6 +42,26 @@ mod mysql {
 
     fn node_with(tweak: impl FnOnce(&mut gateway::Config)) -> TestNode {
         TestNode::with(Store::MySql, tweak)
+    }
+
+    include!("cases.rs");
+}
+
+mod mysql_redis {
+    use super::harness::{Store, TestNode};
+    use std::thread;
+    use std::time::Duration;
+
+    use super::harness::*;
+    use protocol::{Body, ClientError, ErrorCode, pb};
+    use std::collections::HashSet;
+
+    fn node() -> TestNode {
+        TestNode::with(Store::MySqlRedis, |_| {})
+    }
+
+    fn node_with(tweak: impl FnOnce(&mut gateway::Config)) -> TestNode {
+        TestNode::with(Store::MySqlRedis, tweak)
     }
 
     include!("cases.rs");

@@ -175,6 +175,16 @@ pub trait ReadStore: Send {
         limit: usize,
     ) -> StoreResult<Vec<ConvRow>>;
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64>;
+    /// (peer, unread) of the owner's visible conversations with unread messages.
+    fn unread_by_peer(&mut self, owner: u64) -> StoreResult<Vec<(u64, u64)>>;
+    /// The owner's rows with these peers (rows that do not exist are absent).
+    fn conversations_with(&mut self, owner: u64, peers: &[u64]) -> StoreResult<Vec<ConvRow>> {
+        let mut rows = Vec::with_capacity(peers.len());
+        for peer in peers {
+            rows.extend(self.conversation(owner, *peer)?);
+        }
+        Ok(rows)
+    }
     /// Stored profiles among `uids` (unknown uids are simply absent).
     fn profiles(&mut self, uids: &[u64]) -> StoreResult<Vec<pb::Profile>>;
 }

@@ -599,6 +599,19 @@ impl ReadStore for MySqlConn {
         self.sum_unread(owner)
     }
 
+    fn unread_by_peer(&mut self, owner: u64) -> StoreResult<Vec<(u64, u64)>> {
+        self.rows(
+            "SELECT uid_b, CAST(last_seq - read_seq AS UNSIGNED) FROM conversations WHERE uid_a = ? AND is_del = 0 AND last_seq > read_seq",
+            vec![owner.into()],
+            |mut row| Ok((take(&mut row, 0)?, take(&mut row, 1)?)),
+        )
+    }
+
+    fn conversations_with(&mut self, owner: u64, peers: &[u64]) -> StoreResult<Vec<ConvRow>> {
+        let keys: Vec<(u64, u64)> = peers.iter().map(|peer| (owner, *peer)).collect();
+        self.load_conversations(&keys)
+    }
+
     fn profiles(&mut self, uids: &[u64]) -> StoreResult<Vec<pb::Profile>> {
         if uids.is_empty() {
             return Ok(Vec::new());

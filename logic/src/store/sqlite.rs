@@ -489,6 +489,19 @@ impl ReadStore for SqliteConn {
         self.sum_unread(owner)
     }
 
+    fn unread_by_peer(&mut self, owner: u64) -> StoreResult<Vec<(u64, u64)>> {
+        let mut stmt = self
+            .0
+            .prepare_cached(
+                "SELECT peer_uid, last_seq - read_seq FROM conversations WHERE owner_uid = ?1 AND hidden = 0 AND last_seq > read_seq",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([i(owner)], |r| Ok((u(r.get(0)?), u(r.get(1)?))))
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
     fn profiles(&mut self, uids: &[u64]) -> StoreResult<Vec<pb::Profile>> {
         let mut stmt = self
             .0
