@@ -7,6 +7,9 @@
 //!   test cuts and restores, so other tests on the same server are untouched.
 //! - One writer per database: a second logic process on the same database
 //!   refuses to start; other databases are unaffected.
+//! - Two shards (two databases): every row lands on the shard the map says,
+//!   a conversation's history is read from its one shard (the other shard
+//!   can be down), and a changed shard list is refused, never reshuffled.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -183,13 +186,17 @@ fn sends_fail_cleanly_while_the_database_is_down_and_recover_after() {
 
 /// A node config on the MySQL database at `url`, everything else local.
 fn config_for(url: &str, dir: &std::path::Path) -> Config {
+    config_for_shards(&[url.to_owned()], dir)
+}
+
+fn config_for_shards(urls: &[String], dir: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.gateway.listen = "127.0.0.1:0".into();
     config.admin.listen = String::new();
     config.auth.secret = SECRET.into();
     config.storage.data_dir = dir.display().to_string();
     config.storage.backend = "mysql".into();
-    config.storage.mysql_urls = vec![url.to_owned()];
+    config.storage.mysql_urls = urls.to_vec();
     config
 }
 
@@ -224,6 +231,156 @@ fn a_second_logic_process_cannot_become_another_writer() {
 
     first.shutdown();
     let again = node_on(&database, &dir).expect("after the first stops, a new writer starts");
+    again.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn login(node: &Node, uid: u64) -> Client {
+    let mut client = Client::connect(node.local_addr()).unwrap();
+    client.set_timeout(Duration::from_secs(10));
+    let token = token::mint(SECRET.as_bytes(), uid, logic::auth::unix_secs() + 600);
+    client
+        .login(uid, &token, "phone", pb::Platform::Mobile)
+        .unwrap();
+    client
+}
+
+/// (first column, second column) of every row of a query on one database.
+fn pairs_in(database: &str, sql: &str) -> Vec<(u64, u64)> {
+    let mut conn = mysql::Conn::new(format!("mysql://root@{MARIADB}/{database}").as_str()).unwrap();
+    conn.query(sql).unwrap()
+}
+
+#[test]
+fn two_shards_hold_each_row_where_the_map_says() {
+    use logic::store::Pair;
+    use logic::store::sharded::ShardMap;
+
+    let base = format!("im_sharded_{}", std::process::id());
+    let shards = [format!("{base}_0"), format!("{base}_1")];
+    let _cleanup = (Database(shards[0].clone()), Database(shards[1].clone()));
+    let dir = std::env::temp_dir().join(&base);
+    // Shard 1 is reached through a proxy the test can cut.
+    let proxy = Proxy::start();
+    let urls = vec![
+        format!("mysql://root@{MARIADB}/{}", shards[0]),
+        format!(
+            "mysql://root@{}/{}?prefer_socket=false",
+            proxy.addr, shards[1]
+        ),
+    ];
+    let node = Node::start(&config_for_shards(&urls, &dir)).expect("a two-shard node starts");
+    let map = ShardMap { shards: 2 };
+
+    let users: Vec<u64> = (1..=12).collect();
+    let mut clients: Vec<Client> = users.iter().map(|uid| login(&node, *uid)).collect();
+    for (n, from) in users.iter().enumerate() {
+        for to in users.iter().filter(|to| *to != from).take(4) {
+            let resp: pb::SendResp = clients[n]
+                .call(pb::SendReq {
+                    to_uid: *to,
+                    client_msg_id: format!("{from}-{to}"),
+                    content_type: 1,
+                    content: b"hello".to_vec(),
+                })
+                .expect("send");
+            assert!(resp.seq >= 1);
+        }
+        let _: pb::SetProfileResp = clients[n]
+            .call(pb::SetProfileReq {
+                nickname: format!("user {from}"),
+                avatar_url: String::new(),
+            })
+            .expect("set_profile");
+    }
+
+    let (mut messages, mut rows, mut profiles) = (0, 0, 0);
+    for (index, database) in shards.iter().enumerate() {
+        for (small, big) in pairs_in(database, "SELECT small_uid, big_uid FROM messages") {
+            assert_eq!(
+                map.pair_shard(Pair::of(small, big)),
+                index,
+                "message of ({small}, {big})"
+            );
+            messages += 1;
+        }
+        for (owner, peer) in pairs_in(database, "SELECT uid_a, uid_b FROM conversations") {
+            assert_eq!(map.user_shard(owner), index, "row ({owner}, {peer})");
+            rows += 1;
+        }
+        for (uid, _) in pairs_in(database, "SELECT uid, updated_ms FROM profiles") {
+            assert_eq!(map.user_shard(uid), index, "profile of {uid}");
+            profiles += 1;
+        }
+    }
+    assert_eq!((messages, profiles), (48, 12));
+    assert!(rows >= 48, "two rows per pair: {rows}");
+    for database in &shards {
+        let held = pairs_in(database, "SELECT COUNT(*), 0 FROM messages")[0].0;
+        assert!(held > 0, "both shards hold messages");
+    }
+
+    // With shard 1 down, a conversation that lives wholly on shard 0 (its
+    // messages and the reader's row) still has its history: one shard.
+    proxy.cut();
+    let on_zero =
+        |uid: u64, peer: u64| map.user_shard(uid) == 0 && map.pair_shard(Pair::of(uid, peer)) == 0;
+    let (uid, peer) = users
+        .iter()
+        .flat_map(|u| users[..5].iter().map(move |p| (*u, *p)))
+        .find(|(u, p)| u != p && on_zero(*u, *p))
+        .expect("a conversation wholly on shard 0");
+    let index = users.iter().position(|u| *u == uid).unwrap();
+    let history: pb::HistoryResp = clients[index]
+        .call(pb::HistoryReq {
+            peer_uid: peer,
+            after_seq: 0,
+            before_seq: 0,
+            limit: 50,
+        })
+        .expect("history from shard 0 while shard 1 is down");
+    assert!(!history.messages.is_empty());
+    // A conversation stored on shard 1 is unavailable meanwhile, not wrong.
+    let (uid1, peer1) = users
+        .iter()
+        .flat_map(|u| users.iter().map(move |p| (*u, *p)))
+        .find(|(u, p)| u != p && map.pair_shard(Pair::of(*u, *p)) == 1 && map.user_shard(*u) == 0)
+        .expect("a conversation on shard 1");
+    let index1 = users.iter().position(|u| *u == uid1).unwrap();
+    let refused = clients[index1].call::<pb::HistoryReq>(pb::HistoryReq {
+        peer_uid: peer1,
+        after_seq: 0,
+        before_seq: 0,
+        limit: 50,
+    });
+    assert_eq!(
+        refused.err().and_then(|e| e.code()),
+        Some(ErrorCode::Unavailable)
+    );
+    proxy.restore();
+    drop(clients);
+    node.shutdown();
+
+    // The shard list is part of the data: it cannot change under it.
+    let three = [
+        urls.clone(),
+        vec![format!("mysql://root@{MARIADB}/{base}_2")],
+    ]
+    .concat();
+    let _cleanup_third = Database(format!("{base}_2"));
+    let refused = Node::start(&config_for_shards(&three, &dir))
+        .err()
+        .expect("a third shard is refused");
+    assert!(refused.to_string().contains("is shard 0 of 2"), "{refused}");
+    let swapped = vec![urls[1].clone(), urls[0].clone()];
+    let refused = Node::start(&config_for_shards(&swapped, &dir))
+        .err()
+        .expect("reordered shards are refused");
+    assert!(
+        refused.to_string().contains("makes it shard 0 of 2"),
+        "{refused}"
+    );
+    let again = Node::start(&config_for_shards(&urls, &dir)).expect("the same list starts");
     again.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }

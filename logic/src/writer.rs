@@ -24,7 +24,7 @@ use protocol::pb;
 use crate::cache::{CacheWriter, RowChange};
 use crate::ids::MsgIds;
 use crate::metrics::{Counter, LogicMetrics};
-use crate::store::{ConvRow, Recovered, StoreError, WriteStore};
+use crate::store::{ConvRow, Recovered, SentKey, StoreError, WriteStore};
 
 /// A write, as the pipeline hands it over (already validated).
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +145,10 @@ impl Sequencer {
             Ok(done) => done,
             Err(e) => {
                 store.rollback();
+                // A sharded store may have committed part of the batch:
+                // forget the cached rows, so they are loaded (and repaired)
+                // from storage.
+                self.rows.clear();
                 return Err(e);
             }
         };
@@ -188,7 +192,7 @@ impl Sequencer {
         StoreError,
     > {
         // Dedup against storage, for the whole batch at once.
-        let mut send_keys: Vec<(u64, &str)> = Vec::new();
+        let mut send_keys: Vec<SentKey<'_>> = Vec::new();
         let mut row_keys: HashSet<(u64, u64)> = HashSet::new();
         for op in ops {
             match op {
@@ -198,7 +202,11 @@ impl Sequencer {
                     client_msg_id,
                     ..
                 } => {
-                    send_keys.push((*from, client_msg_id.as_str()));
+                    send_keys.push(SentKey {
+                        from: *from,
+                        to: *to,
+                        client_msg_id,
+                    });
                     row_keys.insert((*from, *to));
                     row_keys.insert((*to, *from));
                 }

@@ -25,6 +25,8 @@ pub enum Store {
     MySql,
     /// MySQL with Redis beside it, on a key prefix of the test's own.
     MySqlRedis,
+    /// Two MySQL databases as two shards.
+    MySqlSharded,
 }
 
 /// The MariaDB/MySQL server tests use; each test creates its own database.
@@ -41,8 +43,8 @@ pub struct TestNode {
     node: Option<Node>,
     pub config: Config,
     pub dir: PathBuf,
-    /// The test's own MySQL database, dropped with the node.
-    database: Option<String>,
+    /// The test's own MySQL databases, dropped with the node.
+    databases: Vec<String>,
 }
 
 /// A config for tests: loopback, port 0, no admin port, a fresh data dir.
@@ -66,12 +68,19 @@ impl TestNode {
     pub fn with(store: Store, tweak: impl FnOnce(&mut Config)) -> TestNode {
         let _ = env_logger::builder().is_test(true).try_init();
         let (mut config, dir) = test_config();
-        let database = (store != Store::Sqlite).then(|| {
-            let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
+        let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
+        let databases: Vec<String> = match store {
+            Store::Sqlite => Vec::new(),
+            Store::MySql | Store::MySqlRedis => vec![name],
+            Store::MySqlSharded => vec![format!("{name}_s0"), format!("{name}_s1")],
+        };
+        if !databases.is_empty() {
             config.storage.backend = "mysql".into();
-            config.storage.mysql_urls = vec![format!("{}/{name}", mysql_server_url())];
-            name
-        });
+            config.storage.mysql_urls = databases
+                .iter()
+                .map(|db| format!("{}/{db}", mysql_server_url()))
+                .collect();
+        }
         if store == Store::MySqlRedis {
             config.redis.url = redis_url();
             config.redis.key_prefix = format!("{}:", dir.file_name().unwrap().to_string_lossy());
@@ -80,7 +89,7 @@ impl TestNode {
         let node = match Node::start(&config) {
             Ok(node) => node,
             Err(e) => {
-                drop_database(database.as_deref());
+                drop_databases(&databases);
                 panic!("node did not start (is MariaDB up on 127.0.0.1:3306?): {e}");
             }
         };
@@ -88,7 +97,7 @@ impl TestNode {
             node: Some(node),
             config,
             dir,
-            database,
+            databases,
         }
     }
 
@@ -126,7 +135,7 @@ impl Drop for TestNode {
             node.shutdown();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-        drop_database(self.database.as_deref());
+        drop_databases(&self.databases);
         if self.config.redis.enabled() {
             delete_redis_keys(&self.config.redis.url, &self.config.redis.key_prefix);
         }
@@ -280,11 +289,13 @@ pub fn read(client: &mut Client, peer_uid: u64, seq: u64) -> pb::ReadResp {
         .expect("read_resp")
 }
 
-fn drop_database(database: Option<&str>) {
+pub fn drop_databases(databases: &[String]) {
     use mysql::prelude::Queryable;
-    let Some(database) = database else { return };
-    if let Ok(pool) = mysql::Pool::new(mysql_server_url().as_str()) {
-        if let Ok(mut conn) = pool.get_conn() {
+    if databases.is_empty() {
+        return;
+    }
+    if let Ok(mut conn) = mysql::Conn::new(mysql_server_url().as_str()) {
+        for database in databases {
             let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS `{database}`"));
         }
     }

@@ -3,7 +3,8 @@
 //! against every storage backend: the embedded SQLite and MySQL/MariaDB
 //! (127.0.0.1:3306 as root by default, or `IM_TEST_MYSQL_URL`; each test on a
 //! database of its own), and MySQL with Redis (127.0.0.1:6379 by default, or
-//! `IM_TEST_REDIS_URL`; each test on a key prefix of its own).
+//! `IM_TEST_REDIS_URL`; each test on a key prefix of its own), and MySQL
+//! sharded over two databases.
 
 mod harness;
 
@@ -62,6 +63,26 @@ mod mysql_redis {
 
     fn node_with(tweak: impl FnOnce(&mut gateway::Config)) -> TestNode {
         TestNode::with(Store::MySqlRedis, tweak)
+    }
+
+    include!("cases.rs");
+}
+
+mod mysql_sharded {
+    use super::harness::{Store, TestNode};
+    use std::thread;
+    use std::time::Duration;
+
+    use super::harness::*;
+    use protocol::{Body, ClientError, ErrorCode, pb};
+    use std::collections::HashSet;
+
+    fn node() -> TestNode {
+        TestNode::with(Store::MySqlSharded, |_| {})
+    }
+
+    fn node_with(tweak: impl FnOnce(&mut gateway::Config)) -> TestNode {
+        TestNode::with(Store::MySqlSharded, tweak)
     }
 
     include!("cases.rs");

@@ -20,6 +20,7 @@
 //! threads (see `reader.rs`).
 
 pub mod mysql;
+pub mod sharded;
 pub mod sqlite;
 
 use protocol::pb;
@@ -131,7 +132,7 @@ pub trait WriteStore: Send {
     fn commit(&mut self) -> StoreResult<()>;
     fn rollback(&mut self);
     /// Messages already stored under these (from_uid, client_msg_id) keys.
-    fn find_sent(&mut self, keys: &[(u64, &str)]) -> StoreResult<Vec<pb::Message>>;
+    fn find_sent(&mut self, keys: &[SentKey<'_>]) -> StoreResult<Vec<pb::Message>>;
     /// The conversation rows that exist among these (owner, peer) keys.
     fn load_conversations(&mut self, keys: &[(u64, u64)]) -> StoreResult<Vec<ConvRow>>;
     fn insert_messages(&mut self, messages: &[pb::Message]) -> StoreResult<()>;
@@ -141,6 +142,17 @@ pub trait WriteStore: Send {
     /// Unread messages over the owner's visible conversations, as stored
     /// in the open transaction.
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64>;
+    /// The highest stored seq of each of these pairs that has messages.
+    fn last_seqs(&mut self, pairs: &[Pair]) -> StoreResult<Vec<(Pair, u64)>>;
+}
+
+/// The dedup key of a send, with its recipient (which says where a sharded
+/// store keeps the message).
+#[derive(Debug, Clone, Copy)]
+pub struct SentKey<'a> {
+    pub from: u64,
+    pub to: u64,
+    pub client_msg_id: &'a str,
 }
 
 /// A reader thread's connection: committed data only.

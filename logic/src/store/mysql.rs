@@ -16,9 +16,11 @@
 //! or JSON columns; row constructors in `IN`, `VALUES()` in upserts), which
 //! MariaDB 10.11, MySQL 8 and TiDB all accept.
 //!
-//! This build serves one database (`mysql_urls` with one URL). Several
-//! shards need the cross-shard write order described in docs/operations.md
-//! and are refused at start until then.
+//! Several URLs in `mysql_urls` are shards, one database each, in shard
+//! order; `sharded.rs` routes rows to them. Each database records, the first
+//! time it is used, which shard of how many it is (`im_shard`), and a node
+//! whose `mysql_urls` disagree refuses to start: changing the shard list
+//! moves rows, and that is never done silently.
 
 use mysql::prelude::Queryable;
 use std::time::Duration;
@@ -28,15 +30,17 @@ use mysql::{
 };
 use protocol::pb;
 
+use super::sharded::{ShardedReader, ShardedWriter};
 use super::{
-    Backend, ConvRow, Pair, ReadStore, Recovered, StoreError, StoreResult, WriteStore, direction,
-    message_from_row,
+    Backend, ConvRow, Pair, ReadStore, Recovered, SentKey, StoreError, StoreResult, WriteStore,
+    direction, message_from_row,
 };
 
 /// Each entry moves the schema one version up; `im_schema_version` records
 /// what a database has applied. Never edit an entry once released: add one.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE IF NOT EXISTS messages (
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE IF NOT EXISTS messages (
         small_uid     BIGINT UNSIGNED NOT NULL,
         big_uid       BIGINT UNSIGNED NOT NULL,
         seq           BIGINT UNSIGNED NOT NULL,
@@ -50,7 +54,7 @@ const MIGRATIONS: &[&[&str]] = &[&[
         PRIMARY KEY (small_uid, big_uid, seq),
         UNIQUE KEY messages_dedup (from_uid, client_msg_id)
      ) ENGINE=InnoDB",
-    "CREATE TABLE IF NOT EXISTS conversations (
+        "CREATE TABLE IF NOT EXISTS conversations (
         uid_a         BIGINT UNSIGNED NOT NULL,
         uid_b         BIGINT UNSIGNED NOT NULL,
         last_seq      BIGINT UNSIGNED NOT NULL,
@@ -65,13 +69,20 @@ const MIGRATIONS: &[&[&str]] = &[&[
         KEY conversations_sync (uid_a, version),
         KEY conversations_list (uid_a, is_del, last_msg_id)
      ) ENGINE=InnoDB",
-    "CREATE TABLE IF NOT EXISTS profiles (
+        "CREATE TABLE IF NOT EXISTS profiles (
         uid        BIGINT UNSIGNED NOT NULL PRIMARY KEY,
         nickname   VARCHAR(64) CHARACTER SET utf8mb4 NOT NULL,
         avatar_url VARCHAR(512) CHARACTER SET utf8mb4 NOT NULL,
         updated_ms BIGINT UNSIGNED NOT NULL
      ) ENGINE=InnoDB",
-]];
+    ],
+    &["CREATE TABLE IF NOT EXISTS im_shard (
+        id          TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+        shard_index INT UNSIGNED NOT NULL,
+        shard_count INT UNSIGNED NOT NULL,
+        claimed_ms  BIGINT UNSIGNED NOT NULL
+     ) ENGINE=InnoDB"],
+];
 
 fn db(e: mysql::Error) -> StoreError {
     match e {
@@ -82,34 +93,64 @@ fn db(e: mysql::Error) -> StoreError {
     }
 }
 
+/// The configured databases, in shard order.
 pub struct MySql {
+    databases: Vec<Database>,
+}
+
+struct Database {
     pool: Pool,
+    name: String,
     /// The writer lock's name: user locks are server-wide, so it names the database.
     writer_lock: String,
 }
 
 impl MySql {
-    /// Connects to `url`, creates its database if it does not exist, and
-    /// applies the migrations it lacks.
+    /// Connects to every URL (one per shard), creates each database if it
+    /// does not exist, applies the migrations it lacks, and checks that it
+    /// is the shard the configuration says.
     pub fn open(urls: &[String]) -> StoreResult<MySql> {
-        let [url] = urls else {
-            return Err(StoreError::Unavailable(format!(
-                "storage.mysql_urls has {} entries; this build serves exactly one database (sharding is not built yet)",
-                urls.len()
-            )));
-        };
+        if urls.is_empty() {
+            return Err(StoreError::Unavailable(
+                "storage.mysql_urls is empty: give one URL per shard".into(),
+            ));
+        }
+        let mut databases: Vec<Database> = Vec::with_capacity(urls.len());
+        for (index, url) in urls.iter().enumerate() {
+            let database = Database::open(url)?;
+            if let Some(same) = databases.iter().position(|d| d.name == database.name) {
+                return Err(StoreError::Unavailable(format!(
+                    "storage.mysql_urls: shards {same} and {index} are both database `{}`",
+                    database.name
+                )));
+            }
+            database.claim_shard(index, urls.len())?;
+            databases.push(database);
+        }
+        Ok(MySql { databases })
+    }
+
+    /// Applies the migrations each database lacks (also `im-logic migrate`).
+    pub fn migrate(&self) -> StoreResult<usize> {
+        let mut version = 0;
+        for database in &self.databases {
+            version = migrate(&mut database.pool.get_conn().map_err(db)?)?;
+        }
+        Ok(version)
+    }
+}
+
+impl Database {
+    fn open(url: &str) -> StoreResult<Database> {
         let opts = Opts::from_url(url)
             .map_err(|e| StoreError::Unavailable(format!("bad mysql url: {e}")))?;
-        let database = opts
+        let name = opts
             .get_db_name()
             .ok_or_else(|| StoreError::Unavailable("the mysql url names no database".into()))?
             .to_owned();
-        if !database
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(StoreError::Unavailable(format!(
-                "database name {database:?}: use letters, digits and _"
+                "database name {name:?}: use letters, digits and _"
             )));
         }
         // Bounded waits: a database that hangs fails the batch (UNAVAILABLE)
@@ -128,20 +169,49 @@ impl MySql {
         Conn::new(opts.clone().db_name(None::<String>))
             .and_then(|mut c| {
                 c.query_drop(format!(
-                    "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
+                    "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4"
                 ))
             })
             .map_err(db)?;
         let pool = Pool::new(opts).map_err(db)?;
         migrate(&mut pool.get_conn().map_err(db)?)?;
         // At most 64 characters; database names are at most 64 as well.
-        let writer_lock: String = format!("im_writer.{database}").chars().take(64).collect();
-        Ok(MySql { pool, writer_lock })
+        let writer_lock: String = format!("im_writer.{name}").chars().take(64).collect();
+        Ok(Database {
+            pool,
+            name,
+            writer_lock,
+        })
     }
 
-    /// Applies the migrations the database lacks (also `im-logic migrate`).
-    pub fn migrate(&self) -> StoreResult<usize> {
-        migrate(&mut self.pool.get_conn().map_err(db)?)
+    /// Records this database as shard `index` of `count` the first time,
+    /// and refuses any other place after that.
+    fn claim_shard(&self, index: usize, count: usize) -> StoreResult<()> {
+        let mut conn = self.pool.get_conn().map_err(db)?;
+        conn.exec_drop(
+            "INSERT IGNORE INTO im_shard (id, shard_index, shard_count, claimed_ms) VALUES (1, ?, ?, ?)",
+            (index, count, crate::writer::unix_ms()),
+        )
+        .map_err(db)?;
+        let recorded: Option<(u64, u64)> = conn
+            .query_first("SELECT shard_index, shard_count FROM im_shard WHERE id = 1")
+            .map_err(db)?;
+        match recorded {
+            Some((i, n)) if (i, n) == (index as u64, count as u64) => Ok(()),
+            Some((i, n)) => Err(StoreError::Unavailable(format!(
+                "database `{}` is shard {i} of {n}, but storage.mysql_urls makes it shard {index} of {count}; \
+                 changing the shard list moves rows between shards (see \"Adding shards\" in docs/operations.md)",
+                self.name
+            ))),
+            None => Err(StoreError::Corrupt(format!(
+                "database `{}`: im_shard has no row after claiming it",
+                self.name
+            ))),
+        }
+    }
+
+    fn connection(&self, writer: bool) -> StoreResult<MySqlConn> {
+        MySqlConn::new(self.pool.clone(), writer.then(|| self.writer_lock.clone()))
     }
 }
 
@@ -189,14 +259,27 @@ fn migrate(conn: &mut PooledConn) -> StoreResult<usize> {
 
 impl Backend for MySql {
     fn writer(&self) -> StoreResult<Box<dyn WriteStore>> {
-        Ok(Box::new(MySqlConn::new(
-            self.pool.clone(),
-            Some(self.writer_lock.clone()),
-        )?))
+        if let [database] = self.databases.as_slice() {
+            return Ok(Box::new(database.connection(true)?));
+        }
+        let shards = self
+            .databases
+            .iter()
+            .map(|d| Ok(Box::new(d.connection(true)?) as Box<dyn WriteStore>))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Box::new(ShardedWriter::new(shards)))
     }
 
     fn reader(&self) -> StoreResult<Box<dyn ReadStore>> {
-        Ok(Box::new(MySqlConn::new(self.pool.clone(), None)?))
+        if let [database] = self.databases.as_slice() {
+            return Ok(Box::new(database.connection(false)?));
+        }
+        let shards = self
+            .databases
+            .iter()
+            .map(|d| Ok(Box::new(d.connection(false)?) as Box<dyn ReadStore>))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Box::new(ShardedReader::new(shards)))
     }
 }
 
@@ -382,7 +465,7 @@ impl WriteStore for MySqlConn {
         }
     }
 
-    fn find_sent(&mut self, keys: &[(u64, &str)]) -> StoreResult<Vec<pb::Message>> {
+    fn find_sent(&mut self, keys: &[SentKey<'_>]) -> StoreResult<Vec<pb::Message>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -392,7 +475,12 @@ impl WriteStore for MySqlConn {
         );
         let params = keys
             .iter()
-            .flat_map(|(uid, id)| [Value::from(*uid), Value::from(id.as_bytes())])
+            .flat_map(|key| {
+                [
+                    Value::from(key.from),
+                    Value::from(key.client_msg_id.as_bytes()),
+                ]
+            })
             .collect();
         self.rows(&sql, params, message)
     }
@@ -487,6 +575,27 @@ impl WriteStore for MySqlConn {
 
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
         self.sum_unread(owner)
+    }
+
+    fn last_seqs(&mut self, pairs: &[Pair]) -> StoreResult<Vec<(Pair, u64)>> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT small_uid, big_uid, MAX(seq) FROM messages WHERE (small_uid, big_uid) IN ({}) GROUP BY small_uid, big_uid",
+            placeholders(pairs.len(), 2)
+        );
+        let params = pairs
+            .iter()
+            .flat_map(|p| [Value::from(p.small), Value::from(p.big)])
+            .collect();
+        self.rows(&sql, params, |mut row| {
+            let pair = Pair {
+                small: take(&mut row, 0)?,
+                big: take(&mut row, 1)?,
+            };
+            Ok((pair, take(&mut row, 2)?))
+        })
     }
 }
 

@@ -21,8 +21,8 @@ use protocol::pb;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{
-    Backend, ConvRow, Pair, ReadStore, Recovered, StoreError, StoreResult, WriteStore, direction,
-    message_from_row,
+    Backend, ConvRow, Pair, ReadStore, Recovered, SentKey, StoreError, StoreResult, WriteStore,
+    direction, message_from_row,
 };
 
 /// Each entry moves the schema one version up; `PRAGMA user_version` records
@@ -293,15 +293,15 @@ impl WriteStore for SqliteConn {
         }
     }
 
-    fn find_sent(&mut self, keys: &[(u64, &str)]) -> StoreResult<Vec<pb::Message>> {
+    fn find_sent(&mut self, keys: &[SentKey<'_>]) -> StoreResult<Vec<pb::Message>> {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE from_uid = ?1 AND client_msg_id = ?2"
         );
         let mut stmt = self.0.prepare_cached(&sql).map_err(db)?;
         let mut found = Vec::new();
-        for (from_uid, client_msg_id) in keys {
+        for key in keys {
             if let Some(m) = stmt
-                .query_row(params![i(*from_uid), client_msg_id], message)
+                .query_row(params![i(key.from), key.client_msg_id], message)
                 .optional()
                 .map_err(db)?
             {
@@ -405,6 +405,23 @@ impl WriteStore for SqliteConn {
 
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
         self.sum_unread(owner)
+    }
+
+    fn last_seqs(&mut self, pairs: &[Pair]) -> StoreResult<Vec<(Pair, u64)>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT MAX(seq) FROM messages WHERE small_uid = ?1 AND big_uid = ?2")
+            .map_err(db)?;
+        let mut found = Vec::new();
+        for pair in pairs {
+            let last: Option<i64> = stmt
+                .query_row([i(pair.small), i(pair.big)], |r| r.get(0))
+                .map_err(db)?;
+            if let Some(last) = last {
+                found.push((*pair, u(last)));
+            }
+        }
+        Ok(found)
     }
 }
 

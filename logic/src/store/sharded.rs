@@ -1,0 +1,560 @@
+//! Several databases as one store: the shard map, and the writer and
+//! reader that route each row to its shard.
+//!
+//! Where rows live (`storage.mysql_urls` lists the shards in shard order):
+//!
+//! - a conversation's **messages** on the shard of its pair,
+//!   `pair_shard(small_uid, big_uid)`: both sides' history is one query on
+//!   one shard, and the message's dedup key lives with it;
+//! - a user's **conversation rows** on the shard of the owner,
+//!   `user_shard(uid)`: one user's list, unread total and sync changes are
+//!   one index range on one shard;
+//! - a user's **profile** on `user_shard(uid)`.
+//!
+//! One batch may touch several shards: the writer opens a transaction on
+//! each shard it touches and commits them in shard order. If a commit fails
+//! after an earlier shard committed, the batch is answered UNAVAILABLE (a
+//! retry finds the stored message by its dedup key and answers it as a
+//! duplicate, with its original ids) and the conversation rows on the later
+//! shard may be behind their messages. Rows are therefore repaired as they
+//! are loaded: a row's `last_seq` is never taken lower than the highest seq
+//! stored for its pair, so seqs stay gapless and unique. (The row's list
+//! position and unread count catch up with the pair's next message.)
+//!
+//! Dedup across shards: a retry goes to the same recipient, so it finds
+//! the original on the pair's shard. A client that reuses a client_msg_id
+//! for a *different* recipient is caught by the recent-id cache, but after
+//! that only if both recipients' pairs share a shard.
+
+use super::{ConvRow, Pair, ReadStore, Recovered, SentKey, StoreError, StoreResult, WriteStore};
+use protocol::pb;
+use std::collections::HashMap;
+
+/// Which shard a row belongs to. The functions are part of the storage
+/// format: changing them, or the shard count, moves rows, which a running
+/// deployment must never do silently (each database records its place;
+/// see `mysql.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardMap {
+    pub shards: usize,
+}
+
+/// SplitMix64's finalizer: every input bit moves every output bit, so
+/// consecutive uids spread evenly.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl ShardMap {
+    pub fn user_shard(&self, uid: u64) -> usize {
+        (mix(uid) % self.shards as u64) as usize
+    }
+
+    pub fn pair_shard(&self, pair: Pair) -> usize {
+        (mix(mix(pair.small) ^ pair.big) % self.shards as u64) as usize
+    }
+
+    /// `items` split by shard, keeping their order within each shard.
+    fn split<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        shard: impl Fn(&T) -> usize,
+    ) -> Vec<Vec<T>> {
+        let mut split: Vec<Vec<T>> = (0..self.shards).map(|_| Vec::new()).collect();
+        for item in items {
+            split[shard(&item)].push(item);
+        }
+        split
+    }
+}
+
+/// The writer over every shard. Transactions are opened lazily, only on
+/// the shards a batch touches.
+pub struct ShardedWriter {
+    map: ShardMap,
+    shards: Vec<Box<dyn WriteStore>>,
+    in_transaction: bool,
+    begun: Vec<bool>,
+}
+
+impl ShardedWriter {
+    pub fn new(shards: Vec<Box<dyn WriteStore>>) -> ShardedWriter {
+        ShardedWriter {
+            map: ShardMap {
+                shards: shards.len(),
+            },
+            begun: vec![false; shards.len()],
+            shards,
+            in_transaction: false,
+        }
+    }
+
+    fn shard(&mut self, index: usize) -> StoreResult<&mut dyn WriteStore> {
+        if self.in_transaction && !self.begun[index] {
+            self.shards[index].begin()?;
+            self.begun[index] = true;
+        }
+        Ok(self.shards[index].as_mut())
+    }
+
+    fn end_transaction(&mut self) {
+        self.in_transaction = false;
+        self.begun.fill(false);
+    }
+}
+
+impl WriteStore for ShardedWriter {
+    fn recover(&mut self) -> StoreResult<Recovered> {
+        let mut recovered = Recovered::default();
+        for shard in &mut self.shards {
+            let one = shard.recover()?;
+            recovered.max_msg_id = recovered.max_msg_id.max(one.max_msg_id);
+            recovered.max_version = recovered.max_version.max(one.max_version);
+        }
+        Ok(recovered)
+    }
+
+    fn begin(&mut self) -> StoreResult<()> {
+        self.end_transaction();
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> StoreResult<()> {
+        let mut committed = Vec::new();
+        for index in 0..self.shards.len() {
+            if !self.begun[index] {
+                continue;
+            }
+            if let Err(e) = self.shards[index].commit() {
+                // This shard and the ones after it roll back.
+                self.rollback();
+                return Err(match committed.is_empty() {
+                    true => e,
+                    false => StoreError::Unavailable(format!(
+                        "shard {index} failed to commit after shards {committed:?} did: {e}"
+                    )),
+                });
+            }
+            self.begun[index] = false;
+            committed.push(index);
+        }
+        self.end_transaction();
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        for index in 0..self.shards.len() {
+            if self.begun[index] {
+                self.shards[index].rollback();
+            }
+        }
+        self.end_transaction();
+    }
+
+    fn find_sent(&mut self, keys: &[SentKey<'_>]) -> StoreResult<Vec<pb::Message>> {
+        let map = self.map;
+        let split = map.split(keys.iter().copied(), |k| {
+            map.pair_shard(Pair::of(k.from, k.to))
+        });
+        let mut found = Vec::new();
+        for (index, keys) in split.into_iter().enumerate() {
+            if !keys.is_empty() {
+                found.extend(self.shard(index)?.find_sent(&keys)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The rows, each repaired against its pair's stored messages (see the
+    /// module doc); a row that is missing although its pair has messages
+    /// comes back created.
+    fn load_conversations(&mut self, keys: &[(u64, u64)]) -> StoreResult<Vec<ConvRow>> {
+        let map = self.map;
+        let mut rows: HashMap<(u64, u64), ConvRow> = HashMap::with_capacity(keys.len());
+        for (index, keys) in map
+            .split(keys.iter().copied(), |k| map.user_shard(k.0))
+            .into_iter()
+            .enumerate()
+        {
+            if !keys.is_empty() {
+                for row in self.shard(index)?.load_conversations(&keys)? {
+                    rows.insert(row.key(), row);
+                }
+            }
+        }
+        let mut pairs: Vec<Pair> = keys.iter().map(|(a, b)| Pair::of(*a, *b)).collect();
+        pairs.sort_unstable_by_key(|p| (p.small, p.big));
+        pairs.dedup();
+        let last_seqs: HashMap<Pair, u64> = self.last_seqs(&pairs)?.into_iter().collect();
+        for key in keys {
+            let Some(stored) = last_seqs.get(&Pair::of(key.0, key.1)) else {
+                continue;
+            };
+            let row = rows
+                .entry(*key)
+                .or_insert_with(|| ConvRow::new(key.0, key.1));
+            if row.last_seq < *stored {
+                log::warn!(
+                    "conversation row {key:?} was behind its messages (seq {} < {stored}): repaired",
+                    row.last_seq
+                );
+                row.last_seq = *stored;
+            }
+        }
+        Ok(rows.into_values().collect())
+    }
+
+    fn insert_messages(&mut self, messages: &[pb::Message]) -> StoreResult<()> {
+        let map = self.map;
+        let split = map.split(messages.iter().cloned(), |m| {
+            map.pair_shard(Pair::of(m.from_uid, m.to_uid))
+        });
+        for (index, messages) in split.into_iter().enumerate() {
+            if !messages.is_empty() {
+                self.shard(index)?.insert_messages(&messages)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn put_conversations(&mut self, rows: &[&ConvRow]) -> StoreResult<()> {
+        let map = self.map;
+        let split = map.split(rows.iter().copied(), |r| map.user_shard(r.owner));
+        for (index, rows) in split.into_iter().enumerate() {
+            if !rows.is_empty() {
+                self.shard(index)?.put_conversations(&rows)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn put_profiles(&mut self, profiles: &[pb::Profile], updated_ms: u64) -> StoreResult<()> {
+        let map = self.map;
+        let split = map.split(profiles.iter().cloned(), |p| map.user_shard(p.uid));
+        for (index, profiles) in split.into_iter().enumerate() {
+            if !profiles.is_empty() {
+                self.shard(index)?.put_profiles(&profiles, updated_ms)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
+        let index = self.map.user_shard(owner);
+        self.shard(index)?.total_unread(owner)
+    }
+
+    fn last_seqs(&mut self, pairs: &[Pair]) -> StoreResult<Vec<(Pair, u64)>> {
+        let map = self.map;
+        let mut found = Vec::new();
+        for (index, pairs) in map
+            .split(pairs.iter().copied(), |p| map.pair_shard(*p))
+            .into_iter()
+            .enumerate()
+        {
+            if !pairs.is_empty() {
+                found.extend(self.shard(index)?.last_seqs(&pairs)?);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A reader over every shard. Each request's snapshot is opened lazily on
+/// the shards it reads: a history request reads one shard, a conversation
+/// list one shard plus the shards of its last messages.
+pub struct ShardedReader {
+    map: ShardMap,
+    shards: Vec<Box<dyn ReadStore>>,
+    in_snapshot: bool,
+    begun: Vec<bool>,
+}
+
+impl ShardedReader {
+    pub fn new(shards: Vec<Box<dyn ReadStore>>) -> ShardedReader {
+        ShardedReader {
+            map: ShardMap {
+                shards: shards.len(),
+            },
+            begun: vec![false; shards.len()],
+            shards,
+            in_snapshot: false,
+        }
+    }
+
+    fn shard(&mut self, index: usize) -> StoreResult<&mut dyn ReadStore> {
+        if self.in_snapshot && !self.begun[index] {
+            self.shards[index].begin_snapshot()?;
+            self.begun[index] = true;
+        }
+        Ok(self.shards[index].as_mut())
+    }
+
+    fn owner(&mut self, owner: u64) -> StoreResult<&mut dyn ReadStore> {
+        let index = self.map.user_shard(owner);
+        self.shard(index)
+    }
+
+    fn pair(&mut self, pair: Pair) -> StoreResult<&mut dyn ReadStore> {
+        let index = self.map.pair_shard(pair);
+        self.shard(index)
+    }
+}
+
+impl ReadStore for ShardedReader {
+    fn begin_snapshot(&mut self) -> StoreResult<()> {
+        self.end_snapshot();
+        self.in_snapshot = true;
+        Ok(())
+    }
+
+    fn end_snapshot(&mut self) {
+        for index in 0..self.shards.len() {
+            if self.begun[index] {
+                self.shards[index].end_snapshot();
+            }
+        }
+        self.in_snapshot = false;
+        self.begun.fill(false);
+    }
+
+    fn conversation(&mut self, owner: u64, peer: u64) -> StoreResult<Option<ConvRow>> {
+        self.owner(owner)?.conversation(owner, peer)
+    }
+
+    fn messages_after(
+        &mut self,
+        pair: Pair,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<pb::Message>> {
+        self.pair(pair)?.messages_after(pair, after, limit)
+    }
+
+    fn messages_before(
+        &mut self,
+        pair: Pair,
+        below: u64,
+        above: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<pb::Message>> {
+        self.pair(pair)?.messages_before(pair, below, above, limit)
+    }
+
+    fn message(&mut self, pair: Pair, seq: u64) -> StoreResult<Option<pb::Message>> {
+        self.pair(pair)?.message(pair, seq)
+    }
+
+    fn changed_since(&mut self, owner: u64, after: u64, limit: usize) -> StoreResult<Vec<ConvRow>> {
+        self.owner(owner)?.changed_since(owner, after, limit)
+    }
+
+    fn visible_by_recency(
+        &mut self,
+        owner: u64,
+        below: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<ConvRow>> {
+        self.owner(owner)?.visible_by_recency(owner, below, limit)
+    }
+
+    fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
+        self.owner(owner)?.total_unread(owner)
+    }
+
+    fn unread_by_peer(&mut self, owner: u64) -> StoreResult<Vec<(u64, u64)>> {
+        self.owner(owner)?.unread_by_peer(owner)
+    }
+
+    fn conversations_with(&mut self, owner: u64, peers: &[u64]) -> StoreResult<Vec<ConvRow>> {
+        self.owner(owner)?.conversations_with(owner, peers)
+    }
+
+    fn profiles(&mut self, uids: &[u64]) -> StoreResult<Vec<pb::Profile>> {
+        let map = self.map;
+        let mut found = Vec::new();
+        for (index, uids) in map
+            .split(uids.iter().copied(), |uid| map.user_shard(*uid))
+            .into_iter()
+            .enumerate()
+        {
+            if !uids.is_empty() {
+                found.extend(self.shard(index)?.profiles(&uids)?);
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The map is part of the storage format: these values must never change.
+    #[test]
+    fn the_map_is_stable() {
+        let two = ShardMap { shards: 2 };
+        let users: Vec<usize> = (1..=8).map(|uid| two.user_shard(uid)).collect();
+        let pairs: Vec<usize> = (1..=8)
+            .map(|uid| two.pair_shard(Pair::of(uid, 1000)))
+            .collect();
+        // Computed independently (SplitMix64's finalizer in Python).
+        assert_eq!(users, vec![1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(pairs, vec![0, 1, 1, 1, 1, 1, 1, 0]);
+    }
+
+    #[test]
+    fn both_sides_of_a_pair_map_to_one_shard_and_users_spread() {
+        let map = ShardMap { shards: 4 };
+        let mut per_shard = [0usize; 4];
+        for uid in 1..=10_000u64 {
+            per_shard[map.user_shard(uid)] += 1;
+            assert_eq!(
+                map.pair_shard(Pair::of(uid, uid + 7)),
+                map.pair_shard(Pair::of(uid + 7, uid))
+            );
+        }
+        for count in per_shard {
+            assert!((2_300..2_700).contains(&count), "{per_shard:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod partial_commit {
+    //! A batch whose commit fails on one shard after another shard
+    //! committed: the message is stored, the rows on the failing shard are
+    //! behind, and the next batches still assign gapless seqs and find the
+    //! stored message as the original of a retry.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::store::Backend;
+    use crate::store::sqlite::{Sqlite, Synchronous};
+    use crate::writer::{Outcome, Sequencer, WriteOp};
+
+    /// A shard whose commits fail while `fail` is set.
+    struct FailingCommit {
+        inner: Box<dyn WriteStore>,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl WriteStore for FailingCommit {
+        fn recover(&mut self) -> StoreResult<Recovered> {
+            self.inner.recover()
+        }
+        fn begin(&mut self) -> StoreResult<()> {
+            self.inner.begin()
+        }
+        fn commit(&mut self) -> StoreResult<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("injected commit failure".into()));
+            }
+            self.inner.commit()
+        }
+        fn rollback(&mut self) {
+            self.inner.rollback()
+        }
+        fn find_sent(&mut self, keys: &[SentKey<'_>]) -> StoreResult<Vec<pb::Message>> {
+            self.inner.find_sent(keys)
+        }
+        fn load_conversations(&mut self, keys: &[(u64, u64)]) -> StoreResult<Vec<ConvRow>> {
+            self.inner.load_conversations(keys)
+        }
+        fn insert_messages(&mut self, messages: &[pb::Message]) -> StoreResult<()> {
+            self.inner.insert_messages(messages)
+        }
+        fn put_conversations(&mut self, rows: &[&ConvRow]) -> StoreResult<()> {
+            self.inner.put_conversations(rows)
+        }
+        fn put_profiles(&mut self, profiles: &[pb::Profile], updated_ms: u64) -> StoreResult<()> {
+            self.inner.put_profiles(profiles, updated_ms)
+        }
+        fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
+            self.inner.total_unread(owner)
+        }
+        fn last_seqs(&mut self, pairs: &[Pair]) -> StoreResult<Vec<(Pair, u64)>> {
+            self.inner.last_seqs(pairs)
+        }
+    }
+
+    fn send(from: u64, to: u64, id: &str) -> WriteOp {
+        WriteOp::Send {
+            from,
+            to,
+            client_msg_id: id.into(),
+            content_type: 1,
+            content: id.as_bytes().to_vec(),
+        }
+    }
+
+    fn sent(outcome: &Outcome) -> (u64, bool) {
+        match outcome {
+            Outcome::Sent { message, duplicate } => (message.seq, *duplicate),
+            other => panic!("not a send: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rows_behind_their_messages_are_repaired_on_load() {
+        let map = ShardMap { shards: 2 };
+        // Two users on shard 1 whose pair is on shard 0: the message commits
+        // first (shard 0), both rows after (shard 1).
+        let (a, b) = (1..200u64)
+            .flat_map(|a| (a + 1..200).map(move |b| (a, b)))
+            .find(|&(a, b)| {
+                map.user_shard(a) == 1
+                    && map.user_shard(b) == 1
+                    && map.pair_shard(Pair::of(a, b)) == 0
+            })
+            .expect("such users exist");
+        let dir = std::env::temp_dir().join(format!("im-sharded-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let fail = Arc::new(AtomicBool::new(false));
+        let shards: Vec<Box<dyn WriteStore>> = (0..2)
+            .map(|n| {
+                let store = Sqlite::open(&dir.join(format!("s{n}")), Synchronous::Normal)
+                    .and_then(|s| s.writer())
+                    .expect("sqlite shard");
+                Box::new(FailingCommit {
+                    inner: store,
+                    fail: if n == 1 {
+                        fail.clone()
+                    } else {
+                        Arc::new(AtomicBool::new(false))
+                    },
+                }) as Box<dyn WriteStore>
+            })
+            .collect();
+        let mut store = ShardedWriter::new(shards);
+        let mut sequencer = Sequencer::new(Recovered::default(), 0, 1000);
+
+        let first = sequencer
+            .apply(&mut store, &[&send(a, b, "m1")], 1)
+            .unwrap();
+        assert_eq!(sent(&first.outcomes[0]), (1, false));
+        fail.store(true, Ordering::SeqCst);
+        assert!(
+            sequencer
+                .apply(&mut store, &[&send(a, b, "m2")], 2)
+                .is_err()
+        );
+        fail.store(false, Ordering::SeqCst);
+        // m2 is stored on shard 0, its rows on shard 1 still say seq 1.
+        let rows = store.load_conversations(&[(a, b)]).unwrap();
+        assert_eq!(rows[0].last_seq, 2, "repaired as it is loaded");
+
+        // The retry is the original; the next message takes the next seq.
+        let next = sequencer
+            .apply(&mut store, &[&send(a, b, "m2"), &send(b, a, "m3")], 3)
+            .unwrap();
+        assert_eq!(sent(&next.outcomes[0]), (2, true));
+        assert_eq!(sent(&next.outcomes[1]), (3, false));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
