@@ -3,22 +3,25 @@
 # idle memory, durable throughput, latency at a fixed rate, reconnect storm.
 # Prints a markdown table of results (and writes it to --out FILE).
 #
-#   scripts/bench.sh [--quick] [--out FILE] [--mysql]
+#   scripts/bench.sh [--quick] [--out FILE] [--mysql] [--redis]
 #
 # --quick: smaller numbers, for a try-out. --mysql: storage.backend = "mysql"
 # on the local MariaDB (127.0.0.1:3306, root), a fresh database per benchmark.
+# --redis: Redis at 127.0.0.1:6379 beside the store, a key prefix per benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-quick=0 out= backend_toml=
+args="$*"
+quick=0 out= backend_toml= redis=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
     --out) out=$2; shift ;;
     # MariaDB/MySQL on 127.0.0.1:3306 (a database per benchmark, created by the server).
     --mysql) backend_toml=mysql ;;
-    *) echo "usage: $0 [--quick] [--out FILE] [--mysql]" >&2; exit 2 ;;
+    --redis) redis=1 ;;
+    *) echo "usage: $0 [--quick] [--out FILE] [--mysql] [--redis]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -43,6 +46,9 @@ storage_toml() {
   if [ "$backend_toml" = mysql ]; then
     mysql -uroot -e "DROP DATABASE IF EXISTS im_bench_$1" 2>/dev/null || true
     printf '[storage]\nbackend = "mysql"\nmysql_urls = ["mysql://root@127.0.0.1:3306/im_bench_%s"]\n' "$1"
+  fi
+  if [ $redis = 1 ]; then
+    printf '[redis]\nurl = "redis://127.0.0.1:6379"\nkey_prefix = "im-bench-%s:"\n' "$1"
   fi
 }
 rows=()
@@ -70,7 +76,7 @@ row "reconnect storm" "$(json_field "$r" clients) clients back in sync in $(json
 stop_server
 
 {
-  echo "Results of scripts/bench.sh$([ $quick = 1 ] && echo ' --quick') on $(hostname), $(nproc) cores, $(date -u +%F):"
+  echo "Results of scripts/bench.sh $args on $(hostname), $(nproc) cores, $(date -u +%F):"
   echo
   echo "| benchmark | result | command |"
   echo "|---|---|---|"
