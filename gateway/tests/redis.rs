@@ -145,6 +145,20 @@ fn caches_are_built_from_storage_and_follow_every_write() {
     assert!(node.metric("im_logic_cache_rebuilds_total").unwrap_or(0) >= 2);
 }
 
+/// Every conversation's peer, paging through the list `page` at a time.
+fn all_peers(client: &mut protocol::Client, page: u32) -> Vec<u64> {
+    let mut cursor = Vec::new();
+    let mut peers = Vec::new();
+    loop {
+        let resp = conversations(client, page, cursor);
+        peers.extend(resp.conversations.iter().map(|c| c.peer_uid));
+        if resp.next_cursor.is_empty() {
+            return peers;
+        }
+        cursor = resp.next_cursor;
+    }
+}
+
 #[test]
 fn the_cached_list_pages_like_storage() {
     let node = node_with_redis(|_| {});
@@ -160,16 +174,7 @@ fn the_cached_list_pages_like_storage() {
         (zmembers(&mut conn, &convs_key(&prefix, 100)).len() == 13).then_some(())
     });
     // Page through from the cache: latest first, every peer once.
-    let mut cursor = Vec::new();
-    let mut peers = Vec::new();
-    loop {
-        let page = conversations(&mut me, 5, cursor);
-        peers.extend(page.conversations.iter().map(|c| c.peer_uid));
-        if page.next_cursor.is_empty() {
-            break;
-        }
-        cursor = page.next_cursor;
-    }
+    let peers = all_peers(&mut me, 5);
     assert_eq!(peers, (1..=12).rev().collect::<Vec<u64>>());
     let first_page: Vec<u64> = from_storage
         .conversations
@@ -194,16 +199,7 @@ fn a_list_longer_than_the_cache_holds_falls_back_to_storage() {
     eventually("the capped list entry", || {
         (zmembers(&mut conn, &convs_key(&prefix, 200)).len() == 5).then_some(())
     });
-    let mut cursor = Vec::new();
-    let mut peers = Vec::new();
-    loop {
-        let page = conversations(&mut me, 3, cursor);
-        peers.extend(page.conversations.iter().map(|c| c.peer_uid));
-        if page.next_cursor.is_empty() {
-            break;
-        }
-        cursor = page.next_cursor;
-    }
+    let peers = all_peers(&mut me, 3);
     assert_eq!(peers, (1..=10).rev().collect::<Vec<u64>>());
 }
 

@@ -314,16 +314,7 @@ fn profiles(
         // Uids never set are cached as empty profiles too.
         let filled: Vec<pb::Profile> = missing
             .iter()
-            .map(|uid| {
-                stored
-                    .iter()
-                    .find(|p| p.uid == *uid)
-                    .cloned()
-                    .unwrap_or(pb::Profile {
-                        uid: *uid,
-                        ..Default::default()
-                    })
-            })
+            .map(|uid| profile_or_empty(&stored, *uid))
             .collect();
         cache.fill_profiles(&filled);
         found.extend(filled);
@@ -331,19 +322,22 @@ fn profiles(
     let mut profiles: Vec<pb::Profile> = req
         .uids
         .iter()
-        .map(|uid| {
-            found
-                .iter()
-                .find(|p| p.uid == *uid)
-                .cloned()
-                .unwrap_or(pb::Profile {
-                    uid: *uid,
-                    ..Default::default()
-                })
-        })
+        .map(|uid| profile_or_empty(&found, *uid))
         .collect();
     // 100 profiles at their largest exceed a 64 KiB frame; the rest are left
     // out and the client asks again for the uids it did not get.
     fit(&mut profiles, max_frame, Keep::Front);
     Ok(pb::ProfileResp { profiles }.into())
+}
+
+/// `uid`'s profile among `found`, or an empty one (a uid that never set one).
+fn profile_or_empty(found: &[pb::Profile], uid: u64) -> pb::Profile {
+    found
+        .iter()
+        .find(|p| p.uid == uid)
+        .cloned()
+        .unwrap_or(pb::Profile {
+            uid,
+            ..Default::default()
+        })
 }
