@@ -155,11 +155,11 @@ pub fn start(
             keeper::start(shared.clone(), config.node_id, redis.advertise.clone())?;
         threads.push(keeper);
         let (rebuild_tx, rebuild_rx) = crossbeam_channel::bounded(4096);
-        let writer = CacheWriter {
-            cache: Cache::new(shared.clone(), None),
-            store: backend.reader()?,
-            requests: rebuild_rx,
-        };
+        let writer = CacheWriter::new(
+            Cache::new(shared.clone(), None),
+            backend.reader()?,
+            rebuild_rx,
+        );
         let readers: Vec<Cache> = (0..config.reader_threads)
             .map(|_| Cache::new(shared.clone(), Some(rebuild_tx.clone())))
             .collect();

@@ -472,7 +472,7 @@ pub fn spawn<T: Send + 'static>(
                 // The caches learn the commit before anyone is answered, so
                 // a client reads its own writes from them.
                 if let (Some(cache), Some(applied)) = (cache.as_mut(), applied) {
-                    cache.cache.apply(&applied.changes, &applied.profiles);
+                    cache.apply(&applied.changes, &applied.profiles);
                 }
                 if done.send(committed).is_err() {
                     break;

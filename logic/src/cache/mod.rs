@@ -36,8 +36,9 @@ pub mod breaker;
 pub mod keeper;
 pub mod link;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use prost::Message as _;
@@ -323,11 +324,12 @@ impl Cache {
     }
 
     /// The writer, between commits: rebuilds the owner's unread hash and
-    /// conversation set from storage, unless both are cached.
-    pub fn rebuild(&mut self, owner: u64, store: &mut dyn ReadStore) -> StoreResult<()> {
+    /// conversation set from storage, unless both are cached. True if both
+    /// are cached afterwards.
+    pub fn rebuild(&mut self, owner: u64, store: &mut dyn ReadStore) -> StoreResult<bool> {
         let prefix = self.prefix().to_owned();
         let Some(link) = self.link.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
         let (unread_key, convs_key) = (unread_key(&prefix, owner), convs_key(&prefix, owner));
         let cached: Option<u32> = link.call(|c| {
@@ -338,7 +340,8 @@ impl Cache {
         });
         match cached {
             Some(0 | 1) => {}
-            _ => return Ok(()), // both cached, or Redis is not in use
+            Some(_) => return Ok(true),
+            None => return Ok(false), // Redis is not in use
         }
         let cap = link.shared().config.cached_conversations;
         let ttl = link.shared().config.cache_ttl_secs;
@@ -381,27 +384,71 @@ impl Cache {
             .ignore()
             .expire(&convs_key, ttl as i64)
             .ignore();
-        if link.call(|c| pipe.query::<()>(c.conn)).is_some() {
+        let built = link.call(|c| pipe.query::<()>(c.conn)).is_some();
+        if built {
             link.shared().metrics.add(Counter::CacheRebuilds, 1);
         }
-        Ok(())
+        Ok(built)
+    }
+
+    /// The breaker's epoch: it moves each time Redis comes back into use
+    /// (after a flush). `None` without Redis.
+    fn epoch(&self) -> Option<u64> {
+        self.link.as_ref().map(|l| l.shared().breaker.epoch())
+    }
+
+    fn ttl(&self) -> Duration {
+        self.link.as_ref().map_or(Duration::ZERO, |l| {
+            Duration::from_secs(l.shared().config.cache_ttl_secs)
+        })
     }
 }
 
 /// The writer's side of the caches: its cache, the read connection it
-/// rebuilds from, and the readers' rebuild requests.
+/// rebuilds from, the readers' rebuild requests, and which users have
+/// entries.
 pub struct CacheWriter {
-    pub cache: Cache,
-    pub store: Box<dyn ReadStore>,
-    pub requests: Receiver<u64>,
+    cache: Cache,
+    store: Box<dyn ReadStore>,
+    pub(crate) requests: Receiver<u64>,
+    /// Users whose entries this writer built, and when. Only the writer
+    /// builds entries, so a user not here has none, and their changes need
+    /// no Redis call. Forgotten at expiry and whenever Redis was flushed.
+    built: HashMap<u64, Instant>,
+    /// The breaker epoch `built` is valid for.
+    epoch: Option<u64>,
+    last_sweep: Instant,
 }
 
 impl CacheWriter {
     /// Most rebuilds between two commits, so a flushed cache does not stall sends.
     const REBUILDS_PER_BATCH: usize = 32;
 
+    pub fn new(cache: Cache, store: Box<dyn ReadStore>, requests: Receiver<u64>) -> CacheWriter {
+        CacheWriter {
+            epoch: cache.epoch(),
+            cache,
+            store,
+            requests,
+            built: HashMap::new(),
+            last_sweep: Instant::now(),
+        }
+    }
+
+    /// After a commit: the changes of users with entries, and every new profile.
+    pub fn apply(&mut self, changes: &[RowChange], profiles: &[pb::Profile]) {
+        self.forget_stale();
+        let cached: Vec<RowChange> = changes
+            .iter()
+            .filter(|c| self.built.contains_key(&c.owner))
+            .copied()
+            .collect();
+        self.cache.apply(&cached, profiles);
+    }
+
     /// Rebuilds what readers asked for, up to a bounded number.
     pub fn rebuild_requested(&mut self, first: Option<u64>) {
+        self.forget_stale();
         let mut owners: Vec<u64> = first.into_iter().collect();
         owners.extend(
             self.requests
@@ -411,9 +458,27 @@ impl CacheWriter {
         owners.sort_unstable();
         owners.dedup();
         for owner in owners {
-            if let Err(e) = self.cache.rebuild(owner, self.store.as_mut()) {
-                log::warn!("cannot rebuild the cache of uid {owner}: {e}");
+            match self.cache.rebuild(owner, self.store.as_mut()) {
+                Ok(true) => {
+                    self.built.insert(owner, Instant::now());
+                }
+                Ok(false) => {}
+                Err(e) => log::warn!("cannot rebuild the cache of uid {owner}: {e}"),
             }
+        }
+    }
+
+    /// Forgets everything after a flush, and entries past their expiry.
+    fn forget_stale(&mut self) {
+        let epoch = self.cache.epoch();
+        if epoch != self.epoch {
+            self.built.clear();
+            self.epoch = epoch;
+        }
+        let ttl = self.cache.ttl();
+        if self.last_sweep.elapsed() >= Duration::from_secs(60).min(ttl) {
+            self.last_sweep = Instant::now();
+            self.built.retain(|_, at| at.elapsed() < ttl);
         }
     }
 }
