@@ -70,45 +70,101 @@ impl ShardMap {
     }
 }
 
-/// The writer over every shard. Transactions are opened lazily, only on
-/// the shards a batch touches.
-pub struct ShardedWriter {
+/// Every shard's store, and which of them are inside the current
+/// transaction (writer) or snapshot (reader): one is begun on a shard
+/// only when the shard is first used, so a request pays only for the
+/// shards it touches.
+struct Shards<S: ?Sized> {
     map: ShardMap,
-    shards: Vec<Box<dyn WriteStore>>,
-    in_transaction: bool,
+    stores: Vec<Box<S>>,
+    /// How a shard enters the transaction or snapshot.
+    begin: fn(&mut S) -> StoreResult<()>,
+    open: bool,
     begun: Vec<bool>,
+}
+
+impl<S: ?Sized> Shards<S> {
+    fn new(stores: Vec<Box<S>>, begin: fn(&mut S) -> StoreResult<()>) -> Shards<S> {
+        Shards {
+            map: ShardMap {
+                shards: stores.len(),
+            },
+            begun: vec![false; stores.len()],
+            stores,
+            begin,
+            open: false,
+        }
+    }
+
+    /// From now on, a shard's first use begins it.
+    fn open(&mut self) {
+        self.open = true;
+        self.begun.fill(false);
+    }
+
+    /// Calls `end` on every begun shard, in shard order, and closes.
+    fn close(&mut self, mut end: impl FnMut(&mut S)) {
+        for (store, begun) in self.stores.iter_mut().zip(&mut self.begun) {
+            if std::mem::take(begun) {
+                end(store);
+            }
+        }
+        self.open = false;
+    }
+
+    fn get(&mut self, index: usize) -> StoreResult<&mut S> {
+        if self.open && !self.begun[index] {
+            (self.begin)(&mut self.stores[index])?;
+            self.begun[index] = true;
+        }
+        Ok(&mut self.stores[index])
+    }
+
+    fn of_user(&mut self, uid: u64) -> StoreResult<&mut S> {
+        self.get(self.map.user_shard(uid))
+    }
+
+    fn of_pair(&mut self, pair: Pair) -> StoreResult<&mut S> {
+        self.get(self.map.pair_shard(pair))
+    }
+
+    /// Runs `f` on each shard with that shard's part of `items` (shards
+    /// with no part are not touched) and gathers the results.
+    fn each<T, R>(
+        &mut self,
+        items: impl IntoIterator<Item = T>,
+        shard: impl Fn(&ShardMap, &T) -> usize,
+        mut f: impl FnMut(&mut S, Vec<T>) -> StoreResult<Vec<R>>,
+    ) -> StoreResult<Vec<R>> {
+        let map = self.map;
+        let parts = map.split(items, |item| shard(&map, item));
+        let mut results = Vec::new();
+        for (index, part) in parts.into_iter().enumerate() {
+            if !part.is_empty() {
+                results.extend(f(self.get(index)?, part)?);
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// The writer over every shard.
+pub struct ShardedWriter {
+    shards: Shards<dyn WriteStore>,
 }
 
 impl ShardedWriter {
     pub fn new(shards: Vec<Box<dyn WriteStore>>) -> ShardedWriter {
         ShardedWriter {
-            map: ShardMap {
-                shards: shards.len(),
-            },
-            begun: vec![false; shards.len()],
-            shards,
-            in_transaction: false,
+            shards: Shards::new(shards, |store| store.begin()),
         }
-    }
-
-    fn shard(&mut self, index: usize) -> StoreResult<&mut dyn WriteStore> {
-        if self.in_transaction && !self.begun[index] {
-            self.shards[index].begin()?;
-            self.begun[index] = true;
-        }
-        Ok(self.shards[index].as_mut())
-    }
-
-    fn end_transaction(&mut self) {
-        self.in_transaction = false;
-        self.begun.fill(false);
     }
 }
 
 impl WriteStore for ShardedWriter {
     fn recover(&mut self) -> StoreResult<Recovered> {
         let mut recovered = Recovered::default();
-        for shard in &mut self.shards {
+        for shard in &mut self.shards.stores {
             let one = shard.recover()?;
             recovered.max_msg_id = recovered.max_msg_id.max(one.max_msg_id);
             recovered.max_version = recovered.max_version.max(one.max_version);
@@ -117,18 +173,17 @@ impl WriteStore for ShardedWriter {
     }
 
     fn begin(&mut self) -> StoreResult<()> {
-        self.end_transaction();
-        self.in_transaction = true;
+        self.shards.open();
         Ok(())
     }
 
     fn commit(&mut self) -> StoreResult<()> {
         let mut committed = Vec::new();
-        for index in 0..self.shards.len() {
-            if !self.begun[index] {
+        for index in 0..self.shards.stores.len() {
+            if !self.shards.begun[index] {
                 continue;
             }
-            if let Err(e) = self.shards[index].commit() {
+            if let Err(e) = self.shards.stores[index].commit() {
                 // This shard and the ones after it roll back.
                 self.rollback();
                 return Err(match committed.is_empty() {
@@ -138,53 +193,39 @@ impl WriteStore for ShardedWriter {
                     )),
                 });
             }
-            self.begun[index] = false;
+            self.shards.begun[index] = false;
             committed.push(index);
         }
-        self.end_transaction();
+        self.shards.close(|_| {});
         Ok(())
     }
 
     fn rollback(&mut self) {
-        for index in 0..self.shards.len() {
-            if self.begun[index] {
-                self.shards[index].rollback();
-            }
-        }
-        self.end_transaction();
+        self.shards.close(|store| store.rollback());
     }
 
     fn find_sent(&mut self, keys: &[SentKey<'_>]) -> StoreResult<Vec<pb::Message>> {
-        let map = self.map;
-        let split = map.split(keys.iter().copied(), |k| {
-            map.pair_shard(Pair::of(k.from, k.to))
-        });
-        let mut found = Vec::new();
-        for (index, keys) in split.into_iter().enumerate() {
-            if !keys.is_empty() {
-                found.extend(self.shard(index)?.find_sent(&keys)?);
-            }
-        }
-        Ok(found)
+        self.shards.each(
+            keys.iter().copied(),
+            |map, k| map.pair_shard(Pair::of(k.from, k.to)),
+            |store, keys| store.find_sent(&keys),
+        )
     }
 
     /// The rows, each repaired against its pair's stored messages (see the
     /// module doc); a row that is missing although its pair has messages
     /// comes back created.
     fn load_conversations(&mut self, keys: &[(u64, u64)]) -> StoreResult<Vec<ConvRow>> {
-        let map = self.map;
-        let mut rows: HashMap<(u64, u64), ConvRow> = HashMap::with_capacity(keys.len());
-        for (index, keys) in map
-            .split(keys.iter().copied(), |k| map.user_shard(k.0))
+        let mut rows: HashMap<(u64, u64), ConvRow> = self
+            .shards
+            .each(
+                keys.iter().copied(),
+                |map, k| map.user_shard(k.0),
+                |store, keys| store.load_conversations(&keys),
+            )?
             .into_iter()
-            .enumerate()
-        {
-            if !keys.is_empty() {
-                for row in self.shard(index)?.load_conversations(&keys)? {
-                    rows.insert(row.key(), row);
-                }
-            }
-        }
+            .map(|row| (row.key(), row))
+            .collect();
         let mut pairs: Vec<Pair> = keys.iter().map(|(a, b)| Pair::of(*a, *b)).collect();
         pairs.sort_unstable_by_key(|p| (p.small, p.big));
         pairs.dedup();
@@ -208,121 +249,76 @@ impl WriteStore for ShardedWriter {
     }
 
     fn insert_messages(&mut self, messages: &[pb::Message]) -> StoreResult<()> {
-        let map = self.map;
-        let split = map.split(messages.iter().cloned(), |m| {
-            map.pair_shard(Pair::of(m.from_uid, m.to_uid))
-        });
-        for (index, messages) in split.into_iter().enumerate() {
-            if !messages.is_empty() {
-                self.shard(index)?.insert_messages(&messages)?;
-            }
-        }
+        self.shards.each(
+            messages.iter().cloned(),
+            |map, m| map.pair_shard(Pair::of(m.from_uid, m.to_uid)),
+            |store, messages| store.insert_messages(&messages).map(|()| Vec::<()>::new()),
+        )?;
         Ok(())
     }
 
     fn put_conversations(&mut self, rows: &[&ConvRow]) -> StoreResult<()> {
-        let map = self.map;
-        let split = map.split(rows.iter().copied(), |r| map.user_shard(r.owner));
-        for (index, rows) in split.into_iter().enumerate() {
-            if !rows.is_empty() {
-                self.shard(index)?.put_conversations(&rows)?;
-            }
-        }
+        self.shards.each(
+            rows.iter().copied(),
+            |map, r| map.user_shard(r.owner),
+            |store, rows| store.put_conversations(&rows).map(|()| Vec::<()>::new()),
+        )?;
         Ok(())
     }
 
     fn put_profiles(&mut self, profiles: &[pb::Profile], updated_ms: u64) -> StoreResult<()> {
-        let map = self.map;
-        let split = map.split(profiles.iter().cloned(), |p| map.user_shard(p.uid));
-        for (index, profiles) in split.into_iter().enumerate() {
-            if !profiles.is_empty() {
-                self.shard(index)?.put_profiles(&profiles, updated_ms)?;
-            }
-        }
+        self.shards.each(
+            profiles.iter().cloned(),
+            |map, p| map.user_shard(p.uid),
+            |store, profiles| {
+                store
+                    .put_profiles(&profiles, updated_ms)
+                    .map(|()| Vec::<()>::new())
+            },
+        )?;
         Ok(())
     }
 
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
-        let index = self.map.user_shard(owner);
-        self.shard(index)?.total_unread(owner)
+        self.shards.of_user(owner)?.total_unread(owner)
     }
 
     fn last_seqs(&mut self, pairs: &[Pair]) -> StoreResult<Vec<(Pair, u64)>> {
-        let map = self.map;
-        let mut found = Vec::new();
-        for (index, pairs) in map
-            .split(pairs.iter().copied(), |p| map.pair_shard(*p))
-            .into_iter()
-            .enumerate()
-        {
-            if !pairs.is_empty() {
-                found.extend(self.shard(index)?.last_seqs(&pairs)?);
-            }
-        }
-        Ok(found)
+        self.shards.each(
+            pairs.iter().copied(),
+            |map, p| map.pair_shard(*p),
+            |store, pairs| store.last_seqs(&pairs),
+        )
     }
 }
 
-/// A reader over every shard. Each request's snapshot is opened lazily on
-/// the shards it reads: a history request reads one shard, a conversation
-/// list one shard plus the shards of its last messages.
+/// A reader over every shard: a history request reads one shard, a
+/// conversation list one shard plus the shards of its last messages.
 pub struct ShardedReader {
-    map: ShardMap,
-    shards: Vec<Box<dyn ReadStore>>,
-    in_snapshot: bool,
-    begun: Vec<bool>,
+    shards: Shards<dyn ReadStore>,
 }
 
 impl ShardedReader {
     pub fn new(shards: Vec<Box<dyn ReadStore>>) -> ShardedReader {
         ShardedReader {
-            map: ShardMap {
-                shards: shards.len(),
-            },
-            begun: vec![false; shards.len()],
-            shards,
-            in_snapshot: false,
+            shards: Shards::new(shards, |store| store.begin_snapshot()),
         }
-    }
-
-    fn shard(&mut self, index: usize) -> StoreResult<&mut dyn ReadStore> {
-        if self.in_snapshot && !self.begun[index] {
-            self.shards[index].begin_snapshot()?;
-            self.begun[index] = true;
-        }
-        Ok(self.shards[index].as_mut())
-    }
-
-    fn owner(&mut self, owner: u64) -> StoreResult<&mut dyn ReadStore> {
-        let index = self.map.user_shard(owner);
-        self.shard(index)
-    }
-
-    fn pair(&mut self, pair: Pair) -> StoreResult<&mut dyn ReadStore> {
-        let index = self.map.pair_shard(pair);
-        self.shard(index)
     }
 }
 
 impl ReadStore for ShardedReader {
     fn begin_snapshot(&mut self) -> StoreResult<()> {
         self.end_snapshot();
-        self.in_snapshot = true;
+        self.shards.open();
         Ok(())
     }
 
     fn end_snapshot(&mut self) {
-        for index in 0..self.shards.len() {
-            if self.begun[index] {
-                self.shards[index].end_snapshot();
-            }
-        }
-        self.in_snapshot = false;
-        self.begun.fill(false);
+        self.shards.close(|store| store.end_snapshot());
     }
 
     fn conversation(&mut self, owner: u64, peer: u64) -> StoreResult<Option<ConvRow>> {
-        self.owner(owner)?.conversation(owner, peer)
+        self.shards.of_user(owner)?.conversation(owner, peer)
     }
 
     fn messages_after(
@@ -331,7 +327,9 @@ impl ReadStore for ShardedReader {
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<pb::Message>> {
-        self.pair(pair)?.messages_after(pair, after, limit)
+        self.shards
+            .of_pair(pair)?
+            .messages_after(pair, after, limit)
     }
 
     fn messages_before(
@@ -341,15 +339,19 @@ impl ReadStore for ShardedReader {
         above: u64,
         limit: usize,
     ) -> StoreResult<Vec<pb::Message>> {
-        self.pair(pair)?.messages_before(pair, below, above, limit)
+        self.shards
+            .of_pair(pair)?
+            .messages_before(pair, below, above, limit)
     }
 
     fn message(&mut self, pair: Pair, seq: u64) -> StoreResult<Option<pb::Message>> {
-        self.pair(pair)?.message(pair, seq)
+        self.shards.of_pair(pair)?.message(pair, seq)
     }
 
     fn changed_since(&mut self, owner: u64, after: u64, limit: usize) -> StoreResult<Vec<ConvRow>> {
-        self.owner(owner)?.changed_since(owner, after, limit)
+        self.shards
+            .of_user(owner)?
+            .changed_since(owner, after, limit)
     }
 
     fn visible_by_recency(
@@ -358,34 +360,29 @@ impl ReadStore for ShardedReader {
         below: u64,
         limit: usize,
     ) -> StoreResult<Vec<ConvRow>> {
-        self.owner(owner)?.visible_by_recency(owner, below, limit)
+        self.shards
+            .of_user(owner)?
+            .visible_by_recency(owner, below, limit)
     }
 
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
-        self.owner(owner)?.total_unread(owner)
+        self.shards.of_user(owner)?.total_unread(owner)
     }
 
     fn unread_by_peer(&mut self, owner: u64) -> StoreResult<Vec<(u64, u64)>> {
-        self.owner(owner)?.unread_by_peer(owner)
+        self.shards.of_user(owner)?.unread_by_peer(owner)
     }
 
     fn conversations_with(&mut self, owner: u64, peers: &[u64]) -> StoreResult<Vec<ConvRow>> {
-        self.owner(owner)?.conversations_with(owner, peers)
+        self.shards.of_user(owner)?.conversations_with(owner, peers)
     }
 
     fn profiles(&mut self, uids: &[u64]) -> StoreResult<Vec<pb::Profile>> {
-        let map = self.map;
-        let mut found = Vec::new();
-        for (index, uids) in map
-            .split(uids.iter().copied(), |uid| map.user_shard(*uid))
-            .into_iter()
-            .enumerate()
-        {
-            if !uids.is_empty() {
-                found.extend(self.shard(index)?.profiles(&uids)?);
-            }
-        }
-        Ok(found)
+        self.shards.each(
+            uids.iter().copied(),
+            |map, uid| map.user_shard(*uid),
+            |store, uids| store.profiles(&uids),
+        )
     }
 }
 
