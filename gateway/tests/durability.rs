@@ -2,12 +2,16 @@
 //! in flight, restart it on the same data dir, and find every acknowledged
 //! message with the msg_id and seq it was acknowledged with.
 
+#[path = "contract/harness.rs"]
+mod harness;
+
 use std::collections::HashMap;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use harness::free_port;
 use protocol::{Body, Client, pb, token};
 
 const SECRET: &str = "durability-test-secret";
@@ -23,14 +27,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start(dir: &std::path::Path, port: u16) -> Server {

@@ -1,12 +1,14 @@
 //! A whole node (gateway, logic tier, admin port) on port 0: real tokens,
 //! real presence, real metrics page.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
+
+#[path = "contract/harness.rs"]
+mod harness;
 
 use gateway::Config;
 use gateway::node::Node;
+use harness::http_get;
 use protocol::{Body, Client, ErrorCode, pb, token};
 
 const SECRET: &[u8] = b"node-test-secret";
@@ -37,14 +39,6 @@ fn connect(node: &Node) -> Client {
     let mut client = Client::connect(node.local_addr()).unwrap();
     client.set_timeout(Duration::from_secs(5));
     client
-}
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
 }
 
 #[test]

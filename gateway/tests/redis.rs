@@ -11,7 +11,7 @@
 mod harness;
 
 use std::collections::HashMap;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -145,6 +145,14 @@ fn caches_are_built_from_storage_and_follow_every_write() {
     assert!(node.metric("im_logic_cache_rebuilds_total").unwrap_or(0) >= 2);
 }
 
+/// Users 1 to `peers` each send `to` one message, in that order.
+fn hello_from_peers(node: &TestNode, to: u64, peers: u64) {
+    for peer in 1..=peers {
+        let mut other = node.login(peer, "phone");
+        send(&mut other, to, &format!("m{peer}"), b"hello");
+    }
+}
+
 /// Every conversation's peer, paging through the list `page` at a time.
 fn all_peers(client: &mut protocol::Client, page: u32) -> Vec<u64> {
     let mut cursor = Vec::new();
@@ -163,10 +171,7 @@ fn all_peers(client: &mut protocol::Client, page: u32) -> Vec<u64> {
 fn the_cached_list_pages_like_storage() {
     let node = node_with_redis(|_| {});
     let mut me = node.login(100, "phone");
-    for peer in 1..=12u64 {
-        let mut other = node.login(peer, "phone");
-        send(&mut other, 100, &format!("m{peer}"), b"hello");
-    }
+    hello_from_peers(&node, 100, 12);
     let from_storage = conversations(&mut me, 5, Vec::new());
     let prefix = node.config.redis.key_prefix.clone();
     let mut conn = redis(&node.config.redis.url);
@@ -188,10 +193,7 @@ fn the_cached_list_pages_like_storage() {
 fn a_list_longer_than_the_cache_holds_falls_back_to_storage() {
     let node = node_with_redis(|config| config.redis.cached_conversations = 4);
     let mut me = node.login(200, "phone");
-    for peer in 1..=10u64 {
-        let mut other = node.login(peer, "phone");
-        send(&mut other, 200, &format!("m{peer}"), b"hello");
-    }
+    hello_from_peers(&node, 200, 10);
     conversations(&mut me, 3, Vec::new());
     let prefix = node.config.redis.key_prefix.clone();
     let mut conn = redis(&node.config.redis.url);
@@ -288,14 +290,6 @@ impl Drop for Process {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_for_port(port: u16, what: &str) {

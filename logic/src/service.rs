@@ -307,7 +307,7 @@ impl Pipeline {
             } => self.login(session, req_id, login),
             Upcall::Closed { session, .. } => {
                 if let Some((uid, device)) = self.presence.logout(session) {
-                    self.tell_directory(PresenceEvent::Offline {
+                    self.tell_directory(|| PresenceEvent::Offline {
                         uid,
                         device_id: device.device_id,
                     });
@@ -342,7 +342,7 @@ impl Pipeline {
             session,
             login_ms: unix_secs() * 1000,
         };
-        self.tell_directory(PresenceEvent::Online {
+        self.tell_directory(|| PresenceEvent::Online {
             uid: login.uid,
             device: device.clone(),
         });
@@ -723,10 +723,12 @@ impl Pipeline {
         }
     }
 
-    fn tell_directory(&self, event: PresenceEvent) {
+    /// Tells the presence directory, if there is one (the event is only
+    /// built then: logins without Redis copy nothing).
+    fn tell_directory(&self, event: impl FnOnce() -> PresenceEvent) {
         if let Some(directory) = &self.directory {
             // Unbounded, and the keeper drains it even while Redis is down.
-            let _ = directory.send(event);
+            let _ = directory.send(event());
         }
     }
 

@@ -448,9 +448,8 @@ pub fn spawn<T: Send + 'static>(
                 let result = sequencer.apply(store.as_mut(), &ops, unix_ms());
                 metrics.add(Counter::CommitMicros, started.elapsed().as_micros() as u64);
                 let (committed, applied) = match result {
-                    Ok(applied) => {
+                    Ok(mut applied) => {
                         count_committed(&metrics, &applied.outcomes);
-                        let mut applied = applied;
                         let outcomes = std::mem::take(&mut applied.outcomes);
                         let committed: Committed<T> = batch
                             .drain(..)

@@ -152,13 +152,22 @@ impl TestNode {
     }
 }
 
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+/// The body (and head) of a plain HTTP GET, as the admin port answers it.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("admin port");
     write!(stream, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
     let mut page = String::new();
     stream.read_to_string(&mut page).expect("response");
     page
+}
+
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// Deletes every key under `prefix`.
