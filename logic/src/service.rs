@@ -104,11 +104,11 @@ pub fn open_backend(storage: &StorageConfig) -> Result<Arc<dyn Backend>, StartEr
                         "storage.sqlite_synchronous must be \"full\" or \"normal\"".into(),
                     )
                 })?;
-            let sqlite = crate::store::sqlite::Sqlite::open(
+            let store = crate::store::journal::Journaled::open(
                 std::path::Path::new(&storage.data_dir),
                 synchronous,
             )?;
-            Ok(Arc::new(sqlite))
+            Ok(Arc::new(store))
         }
         "mysql" => Ok(Arc::new(crate::store::mysql::MySql::open(
             &storage.mysql_urls,

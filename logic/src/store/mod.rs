@@ -19,6 +19,7 @@
 //! transaction (see `writer.rs`); reads through [`ReadStore`]s on reader
 //! threads (see `reader.rs`).
 
+pub mod journal;
 pub mod mysql;
 pub mod sharded;
 pub mod sqlite;

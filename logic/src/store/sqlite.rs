@@ -64,6 +64,12 @@ const MIGRATIONS: &[&str] = &[
         avatar_url TEXT    NOT NULL,
         updated_ms INTEGER NOT NULL
      );",
+    // 2: how far the journal (store/journal) has been applied.
+    "CREATE TABLE journal_state (
+        id          INTEGER PRIMARY KEY CHECK (id = 0),
+        applied_lsn INTEGER NOT NULL
+     );
+     INSERT INTO journal_state (id, applied_lsn) VALUES (0, 0);",
 ];
 
 /// SQLite stores signed 64-bit integers; uids, seqs and ids are stored as
@@ -129,6 +135,11 @@ impl Sqlite {
         let mut conn = sqlite.connect()?;
         migrate(&mut conn)?;
         Ok(sqlite)
+    }
+
+    /// A connection of its own, for the journal's writer, applier and readers.
+    pub(crate) fn conn(&self) -> StoreResult<SqliteConn> {
+        Ok(SqliteConn(self.connect()?))
     }
 
     fn connect(&self) -> StoreResult<Connection> {
@@ -260,6 +271,29 @@ impl SqliteConn {
             .map_err(db)?;
         stmt.query_row([i(owner)], |r| r.get::<_, i64>(0))
             .map(u)
+            .map_err(db)
+    }
+}
+
+impl SqliteConn {
+    /// The last journal record this database holds (see `store/journal`).
+    pub(crate) fn journal_lsn(&mut self) -> StoreResult<u64> {
+        self.0
+            .query_row(
+                "SELECT applied_lsn FROM journal_state WHERE id = 0",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(u)
+            .map_err(db)
+    }
+
+    /// Records, inside the open transaction, that it holds the journal up to `lsn`.
+    pub(crate) fn set_journal_lsn(&mut self, lsn: u64) -> StoreResult<()> {
+        self.0
+            .prepare_cached("UPDATE journal_state SET applied_lsn = ?1 WHERE id = 0")
+            .and_then(|mut stmt| stmt.execute([i(lsn)]))
+            .map(|_| ())
             .map_err(db)
     }
 }
