@@ -39,7 +39,9 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-port=$((20000 + RANDOM % 20000))
+# Below 32768: the ephemeral range (32768-60999) is where the load tester's own
+# connections take their ports, and a server cannot listen on one in use.
+port=$((20000 + RANDOM % 12000))
 lt() { "$bin/im-loadtest" --addr "127.0.0.1:$port" "$@" --json | tail -1; }
 # storage_toml NAME: the [storage] section for one benchmark's server.
 storage_toml() {

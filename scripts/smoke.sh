@@ -11,7 +11,9 @@ if [ "$profile" = release ]; then cargo build --release -q -p im-gateway -p im-l
 export IM_AUTH_SECRET=smoke-secret
 dir=$(mktemp -d)
 trap 'stop_server; rm -rf "$dir"' EXIT
-port=$((20000 + RANDOM % 20000))
+# Below 32768: the ephemeral range (32768-60999) is where the load tester's own
+# connections take their ports, and a server cannot listen on one in use.
+port=$((20000 + RANDOM % 12000))
 start_server "$bin/im-gateway" "$port" "$dir/data"
 
 "$bin/im-loadtest" pairs --addr "127.0.0.1:$port" --pairs 5 --devices 2 --bidir --messages 2000 --json | tail -1

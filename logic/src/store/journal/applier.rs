@@ -9,6 +9,7 @@
 //! batches instead of once per batch.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::Shared;
-use super::file::Record;
+use super::file::{self, Record};
 use crate::store::sqlite::SqliteConn;
 use crate::store::{ConvRow, StoreResult, WriteStore};
 
@@ -64,6 +65,7 @@ pub fn spawn(
     records: Receiver<Arc<Record>>,
     nudges: Receiver<()>,
     shared: Arc<Shared>,
+    dir: PathBuf,
 ) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("im-store-applier".into())
@@ -84,6 +86,9 @@ pub fn spawn(
                 }
                 shared.mark_applied(&batch);
                 batch.clear();
+                if let Err(e) = file::prepare_spare(&dir) {
+                    log::warn!("cannot prepare the next journal segment: {e}");
+                }
             }
         })
 }

@@ -137,6 +137,7 @@ pub struct Journaled {
     shared: Arc<Shared>,
     /// The journal's open end, until the writer takes it (there is one writer).
     log: Mutex<Option<(JournalFile, Receiver<()>)>>,
+    dir: PathBuf,
 }
 
 impl Journaled {
@@ -180,6 +181,7 @@ impl Journaled {
             sqlite,
             shared: Arc::new(Shared::new(last, nudge)),
             log: Mutex::new(Some((log, nudges))),
+            dir,
         })
     }
 }
@@ -192,8 +194,14 @@ impl Backend for Journaled {
             .take()
             .ok_or_else(|| StoreError::Unavailable("the journal has one writer".into()))?;
         let (records, applier_rx) = crossbeam_channel::unbounded();
-        let applier = applier::spawn(self.sqlite.conn()?, applier_rx, nudges, self.shared.clone())
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the applier: {e}")))?;
+        let applier = applier::spawn(
+            self.sqlite.conn()?,
+            applier_rx,
+            nudges,
+            self.shared.clone(),
+            self.dir.clone(),
+        )
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the applier: {e}")))?;
         let next_lsn = self.shared.durable.load(Ordering::Acquire) + 1;
         Ok(Box::new(JournalStore {
             log,
