@@ -318,7 +318,7 @@ impl WriteStore for JournalStore {
         let mut missing = Vec::new();
         for &(owner, peer) in keys {
             match self.pending.row(owner, peer) {
-                Some(row) => found.push(row.clone()),
+                Some(row) => found.push(row),
                 None => missing.push((owner, peer)),
             }
         }
@@ -348,11 +348,8 @@ impl WriteStore for JournalStore {
 
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
         // Newest first: the open batch, then the overlay, then SQLite.
-        let mut newer: HashMap<u64, ConvRow> = self
-            .pending
-            .rows_of(owner)
-            .map(|r| (r.peer, r.clone()))
-            .collect();
+        let mut newer: HashMap<u64, ConvRow> =
+            self.pending.rows_of(owner).map(|r| (r.peer, r)).collect();
         if let Some(record) = &self.record {
             for row in record.rows.iter().filter(|r| r.owner == owner) {
                 newer.insert(row.peer, ConvRow::from(row));

@@ -15,27 +15,31 @@ use protocol::pb;
 use super::file::Record;
 use crate::store::ConvRow;
 
+/// Where a value sits: the record that wrote it, and its index there.
+/// Entries point into the records the overlay keeps anyway, so adding a
+/// batch copies no message content.
+type At = (Arc<Record>, usize);
+
 #[derive(Default)]
 pub struct Pending {
-    /// By dedup key (from_uid, client_msg_id): (lsn, message).
-    messages: HashMap<(u64, String), (u64, pb::Message)>,
-    /// By (owner, peer), ordered so one owner's rows are a range: (lsn, row).
-    rows: BTreeMap<(u64, u64), (u64, ConvRow)>,
+    /// By from_uid, then client_msg_id (the dedup key).
+    messages: HashMap<u64, HashMap<String, At>>,
+    /// By (owner, peer), ordered so one owner's rows are a range.
+    rows: BTreeMap<(u64, u64), At>,
     /// Records journaled and not known to be applied, oldest first.
     records: VecDeque<Arc<Record>>,
 }
 
 impl Pending {
     pub fn add(&mut self, record: Arc<Record>) {
-        for m in &record.messages {
-            self.messages.insert(
-                (m.from_uid, m.client_msg_id.clone()),
-                (record.lsn, m.clone()),
-            );
+        for (n, m) in record.messages.iter().enumerate() {
+            self.messages
+                .entry(m.from_uid)
+                .or_default()
+                .insert(m.client_msg_id.clone(), (record.clone(), n));
         }
-        for r in &record.rows {
-            self.rows
-                .insert((r.owner, r.peer), (record.lsn, ConvRow::from(r)));
+        for (n, r) in record.rows.iter().enumerate() {
+            self.rows.insert((r.owner, r.peer), (record.clone(), n));
         }
         self.records.push_back(record);
     }
@@ -47,23 +51,23 @@ impl Pending {
             if record.lsn > applied {
                 break;
             }
+            let lsn = record.lsn;
             for m in &record.messages {
-                let key = (m.from_uid, m.client_msg_id.clone());
-                if self
-                    .messages
-                    .get(&key)
-                    .is_some_and(|(lsn, _)| *lsn <= record.lsn)
-                {
-                    self.messages.remove(&key);
+                if let Some(by_id) = self.messages.get_mut(&m.from_uid) {
+                    if by_id
+                        .get(&m.client_msg_id)
+                        .is_some_and(|(r, _)| r.lsn <= lsn)
+                    {
+                        by_id.remove(&m.client_msg_id);
+                    }
+                    if by_id.is_empty() {
+                        self.messages.remove(&m.from_uid);
+                    }
                 }
             }
             for r in &record.rows {
                 let key = (r.owner, r.peer);
-                if self
-                    .rows
-                    .get(&key)
-                    .is_some_and(|(lsn, _)| *lsn <= record.lsn)
-                {
+                if self.rows.get(&key).is_some_and(|(rec, _)| rec.lsn <= lsn) {
                     self.rows.remove(&key);
                 }
             }
@@ -77,31 +81,39 @@ impl Pending {
     }
 
     pub fn sent(&self, from: u64, client_msg_id: &str) -> Option<&pb::Message> {
-        // A borrowed (u64, &str) key would need a custom Borrow; the
-        // allocation is small next to the journal write it precedes.
-        self.messages
-            .get(&(from, client_msg_id.to_owned()))
-            .map(|(_, m)| m)
+        let (record, n) = self.messages.get(&from)?.get(client_msg_id)?;
+        record.messages.get(*n)
     }
 
-    pub fn row(&self, owner: u64, peer: u64) -> Option<&ConvRow> {
-        self.rows.get(&(owner, peer)).map(|(_, r)| r)
+    pub fn row(&self, owner: u64, peer: u64) -> Option<ConvRow> {
+        self.rows.get(&(owner, peer)).map(row_at)
     }
 
-    pub fn rows_of(&self, owner: u64) -> impl Iterator<Item = &ConvRow> {
+    pub fn rows_of(&self, owner: u64) -> impl Iterator<Item = ConvRow> + '_ {
         self.rows
             .range((owner, 0)..=(owner, u64::MAX))
-            .map(|(_, (_, r))| r)
+            .map(|(_, at)| row_at(at))
     }
 
     /// The highest journaled seq of the pair, if it has pending messages.
     pub fn last_seq(&self, small: u64, big: u64) -> Option<u64> {
-        self.messages
-            .values()
-            .filter(|(_, m)| m.from_uid.min(m.to_uid) == small && m.from_uid.max(m.to_uid) == big)
-            .map(|(_, m)| m.seq)
+        [(small, big), (big, small)]
+            .iter()
+            .filter_map(|(from, to)| {
+                let by_id = self.messages.get(from)?;
+                by_id
+                    .values()
+                    .filter_map(|(r, n)| r.messages.get(*n))
+                    .filter(|m| m.to_uid == *to)
+                    .map(|m| m.seq)
+                    .max()
+            })
             .max()
     }
+}
+
+fn row_at((record, n): &At) -> ConvRow {
+    ConvRow::from(&record.rows[*n])
 }
 
 #[cfg(test)]
