@@ -43,7 +43,7 @@ use std::thread::{self, JoinHandle};
 use mio::{Poll, Waker};
 
 pub use config::{Config, ConfigError, GatewayConfig};
-pub use link::{Mailboxes, Uplink, UplinkError};
+pub use link::{LocalUplink, Mailboxes, Uplink, UplinkError};
 pub use metrics::Metrics;
 
 use crate::link::{Inbox, Mailbox, Wake};

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use logic::doorbell::Bell;
 use protocol::link::{Downcall, Downlink, Upcall};
 
 /// Why an upcall could not be handed over.
@@ -27,22 +28,67 @@ pub enum UplinkError {
 
 /// How a worker reaches the logic tier.
 pub trait Uplink: Send + Sync {
-    /// Hands over `call` without blocking.
+    /// Hands over `call` without blocking (and without waking the logic
+    /// tier: see `flush`).
     fn send(&self, call: Upcall) -> Result<(), UplinkError>;
+    /// Wakes the logic tier for everything sent since the last flush. A
+    /// worker flushes once per turn of its event loop: one wake-up for all
+    /// the frames of a turn, not one per frame.
+    fn flush(&self);
     /// Upcalls waiting, for the metrics.
     fn depth(&self) -> usize;
 }
 
-impl Uplink for Sender<Upcall> {
+/// The in-process uplink: the logic tier's bounded upcall queue and the
+/// bell of its doorbell (`logic/src/doorbell.rs`).
+pub struct LocalUplink {
+    /// `None` once dropped (see `Drop`).
+    queue: Option<Sender<Upcall>>,
+    bell: Bell,
+    /// Something was sent since the last flush.
+    unrung: AtomicBool,
+}
+
+impl LocalUplink {
+    pub fn new(queue: Sender<Upcall>, bell: Bell) -> LocalUplink {
+        LocalUplink {
+            queue: Some(queue),
+            bell,
+            unrung: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Uplink for LocalUplink {
     fn send(&self, call: Upcall) -> Result<(), UplinkError> {
-        self.try_send(call).map_err(|e| match e {
+        let Some(queue) = &self.queue else {
+            return Err(UplinkError::Disconnected);
+        };
+        queue.try_send(call).map_err(|e| match e {
             TrySendError::Full(_) => UplinkError::Full,
             TrySendError::Disconnected(_) => UplinkError::Disconnected,
-        })
+        })?;
+        self.unrung.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn flush(&self) {
+        if self.unrung.swap(false, Ordering::AcqRel) {
+            self.bell.ring();
+        }
     }
 
     fn depth(&self) -> usize {
-        self.len()
+        self.queue.as_ref().map_or(0, Sender::len)
+    }
+}
+
+impl Drop for LocalUplink {
+    /// Closes this end of the queue, then rings, so the logic tier sees at
+    /// once that a gateway is gone.
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        self.bell.ring();
     }
 }
 

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use protocol::link::{Downlink, Upcall};
+use protocol::link::Downlink;
 
 use crate::admin::{self, AdminHandle};
 use crate::config::{Config, ConfigError, parse_addr};
-use crate::link::Uplink;
+use crate::link::{LocalUplink, Uplink};
 use crate::metrics::Metrics;
 use crate::{GatewayHandle, Mailboxes};
 
@@ -43,9 +43,9 @@ impl Node {
             logic::Authenticator::from_config(&config.auth, Path::new(&config.storage.data_dir))?;
         let backend = logic::open_backend(&config.storage)?;
         let metrics = Arc::new(Metrics::default());
-        let (up_tx, up_rx) = crossbeam_channel::bounded::<Upcall>(config.logic.queue_capacity);
-        let uplink: Arc<dyn Uplink> = Arc::new(up_tx.clone());
-        let gateway = crate::start(&config.gateway, uplink, &metrics)?;
+        let (up_tx, bell, inbox) = logic::Inbox::bounded(config.logic.queue_capacity);
+        let uplink: Arc<dyn Uplink> = Arc::new(LocalUplink::new(up_tx, bell));
+        let gateway = crate::start(&config.gateway, uplink.clone(), &metrics)?;
         let mailboxes = gateway.downlink();
         let downlink: Arc<dyn Downlink> = Arc::new(mailboxes.clone());
         let mut redis = config.redis.clone();
@@ -58,14 +58,14 @@ impl Node {
             config.gateway.max_frame,
             auth,
             backend,
-            up_rx,
+            inbox,
             downlink,
         )?;
         let admin = match config.admin.listen.as_str() {
             "" => None,
             addr => {
                 let addr = parse_addr("admin.listen", addr)?;
-                let render = render_metrics(metrics.clone(), logic.metrics(), up_tx, mailboxes);
+                let render = render_metrics(metrics.clone(), logic.metrics(), uplink, mailboxes);
                 Some(admin::start(addr, render).map_err(|source| NodeError::Io {
                     what: "cannot open the admin port",
                     source,
@@ -110,7 +110,7 @@ impl Node {
 fn render_metrics(
     metrics: Arc<Metrics>,
     logic: Arc<logic::metrics::LogicMetrics>,
-    uplink: crossbeam_channel::Sender<Upcall>,
+    uplink: Arc<dyn Uplink>,
     mailboxes: Mailboxes,
 ) -> admin::Render {
     Arc::new(move || {

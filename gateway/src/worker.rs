@@ -5,9 +5,11 @@
 //! and handle what arrived, take new connections and the logic tier's
 //! downcalls, fire due timers, then flush every session that has something
 //! to write. Writes are batched per turn, so a hundred frames for one socket
-//! cost one `writev`. Nothing in the loop blocks: the uplink is `try_send`,
-//! the downlink is drained without waiting, and a session that cannot keep
-//! up is closed rather than waited for.
+//! cost one `writev`; so are wake-ups of the logic tier (`Uplink::flush`
+//! after each phase of the turn, not one per frame). Nothing in the loop
+//! blocks: the uplink is `try_send`, the downlink is drained without
+//! waiting, and a session that cannot keep up is closed rather than waited
+//! for.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -159,6 +161,9 @@ impl Worker {
                     self.on_event(event, now);
                 }
             }
+            // The requests just read go to the logic tier before the
+            // downcalls below are written out.
+            self.uplink.flush();
             // Reset before draining: anything queued from here on wakes us again.
             self.inbox.wake.reset();
             self.retry_closes();
@@ -172,6 +177,8 @@ impl Worker {
                     self.on_readable(slot, now);
                 }
             }
+            // And those read on a second pass, before the writes below.
+            self.uplink.flush();
 
             self.timers.expire(now, &mut due);
             for timer in due.drain(..) {
@@ -182,6 +189,8 @@ impl Worker {
             for slot in flushing.drain(..) {
                 self.flush(slot);
             }
+            // Closes from timers and flushes.
+            self.uplink.flush();
 
             if self.shutdown.load(Ordering::Acquire) && self.drain_for_shutdown(now) {
                 break;
@@ -192,6 +201,7 @@ impl Worker {
             self.close(slot, CloseReason::Shutdown, None);
         }
         self.retry_closes();
+        self.uplink.flush();
         log::debug!("worker {} stopped", self.id);
     }
 

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod dedup;
+pub mod doorbell;
 pub mod filter;
 pub mod ids;
 pub mod metrics;
@@ -29,6 +30,6 @@ pub mod store;
 pub mod writer;
 
 pub use auth::Authenticator;
-pub use service::{LogicHandle, StartError, open_backend, start};
+pub use service::{Inbox, LogicHandle, StartError, open_backend, start};
 
 pub use protocol::link::{Downcall, Downlink, Upcall};

@@ -22,7 +22,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TrySendError, select};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use protocol::body::{error_frame, event_frame, kick_frame};
 use protocol::link::{Downcall, Downlink, SessionId, Upcall};
 use protocol::rate::{Admit, TokenBucket};
@@ -35,6 +35,7 @@ use crate::cache::link::Shared;
 use crate::cache::{Cache, CacheWriter};
 use crate::config::{LogicConfig, RedisConfig, StorageConfig};
 use crate::dedup::{Recent, RecentIds};
+use crate::doorbell::{Bell, Doorbell};
 use crate::filter::ContentFilter;
 use crate::metrics::{Counter, Gauge, LogicMetrics};
 use crate::offline::{LogNotifier, OfflineNotifier, WebhookNotifier};
@@ -70,6 +71,27 @@ pub struct Ticket {
     /// For sends: the client_msg_id, to settle the recent-id entry.
     client_msg_id: Option<String>,
 }
+
+/// Where the gateway's upcalls arrive: a bounded queue (full: the gateway
+/// answers UNAVAILABLE at once) and the doorbell its senders ring once per
+/// batch (see `doorbell.rs`).
+pub struct Inbox {
+    pub upcalls: Receiver<Upcall>,
+    pub doorbell: Doorbell,
+}
+
+impl Inbox {
+    /// The queue, the inbox's end of it, and the bell to ring after sending.
+    pub fn bounded(capacity: usize) -> (Sender<Upcall>, Bell, Inbox) {
+        let (tx, upcalls) = crossbeam_channel::bounded(capacity);
+        let doorbell = Doorbell::new();
+        (tx, doorbell.bell(), Inbox { upcalls, doorbell })
+    }
+}
+
+/// Most upcalls the pipeline handles before it looks at commits and timers
+/// again.
+const UPCALLS_PER_ROUND: usize = 256;
 
 pub struct LogicHandle {
     threads: Vec<JoinHandle<()>>,
@@ -126,7 +148,7 @@ pub fn start(
     max_frame: usize,
     auth: Authenticator,
     backend: Arc<dyn Backend>,
-    upcalls: Receiver<Upcall>,
+    inbox: Inbox,
     downlink: Arc<dyn Downlink>,
 ) -> Result<LogicHandle, StartError> {
     let mut writer_store = backend.writer()?;
@@ -177,7 +199,10 @@ pub fn start(
         sequencer,
         policy,
         write_rx,
-        done_tx,
+        writer::Done {
+            queue: done_tx,
+            bell: inbox.doorbell.bell(),
+        },
         cache_writer,
     )?);
 
@@ -229,7 +254,7 @@ pub fn start(
     threads.push(
         thread::Builder::new()
             .name("im-logic".into())
-            .spawn(move || pipeline.run(upcalls, done_rx))?,
+            .spawn(move || pipeline.run(inbox, done_rx))?,
     );
     Ok(LogicHandle { threads, metrics })
 }
@@ -261,33 +286,49 @@ impl Pipeline {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn run(&mut self, upcalls: Receiver<Upcall>, committed: Receiver<Committed<Ticket>>) {
+    fn run(&mut self, inbox: Inbox, committed: Receiver<Committed<Ticket>>) {
         let mut due = Vec::new();
         loop {
-            let now = self.now_ms();
-            let wait = self
-                .acks
-                .next_deadline()
-                .map_or(Duration::from_secs(1), |at| {
-                    Duration::from_millis(at.saturating_sub(now))
-                });
-            select! {
-                recv(upcalls) -> call => match call {
-                    Ok(call) => self.handle(call),
-                    Err(_) => break,
-                },
-                recv(committed) -> done => {
-                    if let Ok(done) = done {
-                        self.on_committed(done);
+            // Drain what is queued, commits first (their answers are what
+            // clients wait for), upcalls up to a round's worth so commits
+            // and timers keep their turn under a flood.
+            let mut idle = true;
+            while let Ok(done) = committed.try_recv() {
+                self.on_committed(done);
+                idle = false;
+            }
+            let mut gateway_gone = false;
+            for _ in 0..UPCALLS_PER_ROUND {
+                match inbox.upcalls.try_recv() {
+                    Ok(call) => {
+                        self.handle(call);
+                        idle = false;
                     }
-                },
-                default(wait) => {},
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        gateway_gone = true;
+                        break;
+                    }
+                }
             }
             self.expire_acks(&mut due);
             self.metrics
                 .set(Gauge::OnlineUsers, self.presence.online_users());
             self.metrics.set(Gauge::PendingPushes, self.acks.pending());
             self.metrics.set(Gauge::RecentIds, self.recent.len());
+            if gateway_gone {
+                break;
+            }
+            if idle {
+                let now = self.now_ms();
+                let wait = self
+                    .acks
+                    .next_deadline()
+                    .map_or(Duration::from_secs(1), |at| {
+                        Duration::from_millis(at.saturating_sub(now))
+                    });
+                inbox.doorbell.wait(wait);
+            }
         }
         // Every gateway is gone. Let the writer finish what it was given, so
         // nothing accepted is left uncommitted.

@@ -24,6 +24,8 @@ pub mod mysql;
 pub mod sharded;
 pub mod sqlite;
 
+use std::sync::Arc;
+
 use protocol::pb;
 
 /// The two users of a conversation, smaller uid first: one key per pair
@@ -130,8 +132,17 @@ pub trait WriteStore: Send {
     /// State to resume from: the highest msg_id and change version stored.
     fn recover(&mut self) -> StoreResult<Recovered>;
     fn begin(&mut self) -> StoreResult<()>;
+    /// Ends the batch. On return it is durable, unless the store has a
+    /// [`Flusher`]: then it is written, in order, and the next batch sees
+    /// it, but it is durable only once flushed.
     fn commit(&mut self) -> StoreResult<()>;
     fn rollback(&mut self);
+    /// The half of a store that makes commits durable on another thread,
+    /// so the writer builds the next batch while the last one reaches the
+    /// disk. `None`: `commit` is durable by itself.
+    fn flusher(&self) -> Option<Arc<dyn Flusher>> {
+        None
+    }
     /// Messages already stored under these (from_uid, client_msg_id) keys.
     fn find_sent(&mut self, keys: &[SentKey<'_>]) -> StoreResult<Vec<pb::Message>>;
     /// The conversation rows that exist among these (owner, peer) keys.
@@ -145,6 +156,18 @@ pub trait WriteStore: Send {
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64>;
     /// The highest stored seq of each of these pairs that has messages.
     fn last_seqs(&mut self, pairs: &[Pair]) -> StoreResult<Vec<(Pair, u64)>>;
+}
+
+/// Makes a [`WriteStore`]'s commits durable, behind the writer (the
+/// embedded journal's fdatasync).
+pub trait Flusher: Send + Sync {
+    /// Where the store's last commit ends; taken on the writer's thread
+    /// right after `commit`.
+    fn mark(&self) -> u64;
+    /// Returns once everything up to `mark` is durable; one flush covers
+    /// every commit written before it started. An error means those
+    /// commits may be lost: nobody may be told they were stored.
+    fn flush(&self, mark: u64) -> StoreResult<()>;
 }
 
 /// The dedup key of a send, with its recipient (which says where a sharded

@@ -1,5 +1,5 @@
-//! The journal's files: segments of checksummed records, appended and
-//! fsynced one batch at a time.
+//! The journal's files: segments of checksummed records, appended one
+//! batch at a time and fsynced behind the writer.
 //!
 //! A segment is `<dir>/<first lsn, 20 digits>.log`. Each record is
 //! `[body length: u32 LE][CRC-32 of the body: u32 LE][body]`, the body a
@@ -14,7 +14,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use parking_lot::Mutex;
 use prost::Message as _;
 use protocol::pb;
 
@@ -237,83 +240,139 @@ pub fn remove_all(dir: &Path) -> Result<(), LogError> {
     Ok(())
 }
 
+/// A segment file and its name (for errors).
+pub struct Segment {
+    file: File,
+    path: PathBuf,
+}
+
+/// What another thread needs to make written records durable: the open
+/// segment and how far records have been written. The writer appends
+/// without waiting; the flusher (`mod.rs`) fdatasyncs behind it, one sync
+/// for every record written meanwhile.
+pub struct Tail {
+    segment: Mutex<Arc<Segment>>,
+    /// The lsn of the last record written (not necessarily on disk).
+    written: AtomicU64,
+    /// An fdatasync failed: the kernel may have dropped the pages, what is
+    /// on disk is unknown, and nothing more is appended or flushed.
+    failed: AtomicBool,
+    /// fdatasync at all (`synchronous = full`).
+    sync: bool,
+}
+
+impl Tail {
+    /// Makes every record written so far durable; returns the last one's
+    /// lsn. Closed segments were synced when they were closed.
+    pub fn sync(&self) -> Result<u64, LogError> {
+        // `written` first: a rotation syncs the old segment before the
+        // new one is published, so whichever segment is read below holds
+        // every record up to `written` that is not already on disk.
+        let written = self.written.load(Ordering::Acquire);
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.failure());
+        }
+        if self.sync {
+            let segment = self.segment.lock().clone();
+            if let Err(e) = segment.file.sync_data() {
+                self.failed.store(true, Ordering::Release);
+                return Err(io_at(&segment.path)(e));
+            }
+        }
+        Ok(written)
+    }
+
+    fn failure(&self) -> LogError {
+        LogError::Damaged(format!(
+            "{}: an earlier write or fdatasync failed; restart to recover",
+            self.segment.lock().path.display()
+        ))
+    }
+}
+
 /// The open end of the journal: appends records, starts new segments,
 /// deletes the ones the store no longer needs.
 pub struct JournalFile {
     dir: PathBuf,
-    file: File,
-    path: PathBuf,
+    segment: Arc<Segment>,
+    tail: Arc<Tail>,
     len: u64,
     /// Closed segments, oldest first: (first lsn, path).
     closed: VecDeque<(u64, PathBuf)>,
     /// The current segment's first lsn.
     first_lsn: u64,
-    /// fdatasync after every record (`synchronous = full`).
-    sync: bool,
-    /// A write failed and could not be undone: nothing more is appended.
-    broken: bool,
     buf: Vec<u8>,
 }
 
 impl JournalFile {
     /// Starts an empty segment whose first record will be `first_lsn`
-    /// (`dir` must hold no segment).
+    /// (`dir` must hold no segment). `sync`: fdatasync on flush.
     pub fn create(dir: &Path, first_lsn: u64, sync: bool) -> Result<JournalFile, LogError> {
         let path = segment_path(dir, first_lsn);
-        let file = open_segment(dir, &path)?;
+        let segment = Arc::new(Segment {
+            file: open_segment(dir, &path)?,
+            path,
+        });
         Ok(JournalFile {
             dir: dir.to_owned(),
-            file,
-            path,
+            tail: Arc::new(Tail {
+                segment: Mutex::new(segment.clone()),
+                written: AtomicU64::new(first_lsn - 1),
+                failed: AtomicBool::new(false),
+                sync,
+            }),
+            segment,
             len: 0,
             closed: VecDeque::new(),
             first_lsn,
-            sync,
-            broken: false,
             buf: Vec::new(),
         })
     }
 
-    /// Appends one record and, with `sync`, waits until it is on disk.
-    /// After an error nothing of the record counts: the file is cut back,
-    /// or, if that fails too, the writer refuses every later record.
+    /// The handle that flushes what this file wrote.
+    pub fn tail(&self) -> Arc<Tail> {
+        self.tail.clone()
+    }
+
+    /// Writes one record after the last, without waiting for the disk
+    /// ([`Tail::sync`] does). After an error nothing of the record counts:
+    /// it is zeroed out again, or, if that fails too, every later append
+    /// is refused.
     pub fn append(&mut self, record: &Record) -> Result<(), LogError> {
-        if self.broken {
-            return Err(LogError::Damaged(format!(
-                "{}: an earlier write failed; restart to recover",
-                self.path.display()
-            )));
+        if self.tail.failed.load(Ordering::Acquire) {
+            return Err(self.tail.failure());
         }
         encode(record, &mut self.buf);
-        if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
+        let file = &self.segment.file;
+        if let Err(e) = file.write_all_at(&self.buf, self.len) {
             // Zero what part of the record was written, so the next record
             // does not follow a torn one.
             let zeros = vec![0; self.buf.len()];
-            self.broken = self.file.write_all_at(&zeros, self.len).is_err();
-            return Err(io_at(&self.path)(e));
-        }
-        if self.sync {
-            if let Err(e) = self.file.sync_data() {
-                // After a failed fsync the kernel may have dropped the
-                // pages: what is on disk is unknown, so stop here.
-                self.broken = true;
-                return Err(io_at(&self.path)(e));
+            if file.write_all_at(&zeros, self.len).is_err() {
+                self.tail.failed.store(true, Ordering::Release);
             }
+            return Err(io_at(&self.segment.path)(e));
         }
         self.len += self.buf.len() as u64;
+        self.tail.written.store(record.lsn, Ordering::Release);
         Ok(())
     }
 
-    /// Starts a new segment at `next_lsn` if the current one is full.
+    /// Starts a new segment at `next_lsn` if the current one is full. The
+    /// full one is synced first, so a flush only ever syncs the open one.
     pub fn rotate_if_full(&mut self, next_lsn: u64) -> Result<(), LogError> {
         if self.len < SEGMENT_BYTES {
             return Ok(());
         }
+        self.tail.sync()?;
         let path = segment_path(&self.dir, next_lsn);
-        let file = open_segment(&self.dir, &path)?;
-        let old = std::mem::replace(&mut self.path, path);
-        self.closed.push_back((self.first_lsn, old));
-        self.file = file;
+        let segment = Arc::new(Segment {
+            file: open_segment(&self.dir, &path)?,
+            path,
+        });
+        let old = std::mem::replace(&mut self.segment, segment.clone());
+        *self.tail.segment.lock() = segment;
+        self.closed.push_back((self.first_lsn, old.path.clone()));
         self.first_lsn = next_lsn;
         self.len = 0;
         Ok(())
@@ -478,6 +537,27 @@ mod tests {
         log.append(&record(2, 1)).unwrap();
         assert_eq!(segments(&dir).unwrap().len(), 2);
         assert_eq!(read_all(&dir).unwrap().len(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_sync_covers_what_was_written_also_across_a_rotation() {
+        let dir = temp_dir("tail");
+        let mut log = JournalFile::create(&dir, 1, true).unwrap();
+        let tail = log.tail();
+        assert_eq!(tail.sync().unwrap(), 0, "nothing written yet");
+        log.append(&record(1, 2)).unwrap();
+        log.append(&record(2, 2)).unwrap();
+        assert_eq!(tail.sync().unwrap(), 2);
+        log.append(&record(3, 1)).unwrap();
+        log.len = SEGMENT_BYTES;
+        log.rotate_if_full(4).unwrap();
+        // Record 3 is in the closed segment, synced by the rotation; the
+        // flusher's handle now points at the new one.
+        assert_eq!(tail.sync().unwrap(), 3);
+        log.append(&record(4, 1)).unwrap();
+        assert_eq!(tail.sync().unwrap(), 4);
+        assert_eq!(read_all(&dir).unwrap().len(), 4);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -8,10 +8,14 @@
 //! half of the writer's time (docs/benchmarks.md). A journal record is the
 //! bytes of the batch (about 150 bytes a message) and one `fdatasync`. So:
 //!
-//! 1. The writer thread (`writer.rs`, unchanged) runs each batch against a
+//! 1. The writer thread (`writer.rs`) runs each batch against a
 //!    [`JournalStore`]: lookups read the [`pending::Pending`] overlay, then
-//!    SQLite; the batch's writes become one [`file::Record`], appended and
-//!    fsynced on commit. Only then is anyone answered.
+//!    SQLite; the batch's writes become one [`file::Record`], appended on
+//!    commit. The [`JournalFlusher`], on the writer's flush thread, then
+//!    fdatasyncs it (with whatever the writer appended meanwhile, one sync
+//!    for them all) while the writer goes on with the next batch. Only
+//!    then is anyone answered, and only then does the record go on to the
+//!    applier and count as `durable` for readers.
 //! 2. The applier thread (`applier.rs`) writes records into SQLite, many per
 //!    transaction, and records the last lsn it wrote in the same
 //!    transaction (`journal_state`).
@@ -24,7 +28,7 @@
 //!    deleted as the writer goes.
 //!
 //! Durability, `synchronous = "full"`: a record is fdatasynced before its
-//! batch is answered, and SQLite runs with `synchronous = FULL`, so its
+//! batch is answered (and before any later batch is), and SQLite runs with `synchronous = FULL`, so its
 //! `applied_lsn` never claims a record that a power loss could take away.
 //! `"normal"`: records are written but not fsynced, SQLite `NORMAL`; both
 //! survive a crash of the process, not of the machine.
@@ -33,7 +37,7 @@ mod applier;
 mod file;
 mod pending;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,11 +48,12 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use protocol::pb;
 
-use self::file::{JournalFile, LogError, Record, Row};
+use self::file::{JournalFile, LogError, Record, Row, Tail};
 use self::pending::Pending;
 use super::sqlite::{Sqlite, SqliteConn, Synchronous};
 use super::{
-    Backend, ConvRow, Pair, ReadStore, Recovered, SentKey, StoreError, StoreResult, WriteStore,
+    Backend, ConvRow, Flusher, Pair, ReadStore, Recovered, SentKey, StoreError, StoreResult,
+    WriteStore,
 };
 
 /// Records journaled and not yet in SQLite before the writer waits for the
@@ -70,7 +75,7 @@ impl From<LogError> for StoreError {
 
 /// The state the writer, the applier and the readers share.
 pub struct Shared {
-    /// The last lsn journaled (durable) and answered for.
+    /// The last lsn flushed: durable, and passed on to the applier.
     durable: AtomicU64,
     /// The last lsn SQLite holds.
     applied: Mutex<u64>,
@@ -202,15 +207,23 @@ impl Backend for Journaled {
             self.dir.clone(),
         )
         .map_err(|e| StoreError::Unavailable(format!("cannot start the applier: {e}")))?;
-        let next_lsn = self.shared.durable.load(Ordering::Acquire) + 1;
+        let last = self.shared.durable.load(Ordering::Acquire);
+        let flusher = Arc::new(JournalFlusher {
+            tail: log.tail(),
+            shared: self.shared.clone(),
+            unflushed: Mutex::new(VecDeque::new()),
+            applier: Mutex::new(Some(records)),
+            committed: AtomicU64::new(last),
+        });
         Ok(Box::new(JournalStore {
             log,
             reads: self.sqlite.conn()?,
             shared: self.shared.clone(),
-            next_lsn,
+            next_lsn: last + 1,
             pending: Pending::default(),
             record: None,
-            applier: Some((records, applier)),
+            flusher,
+            applier: Some(applier),
         }))
     }
 
@@ -233,7 +246,8 @@ pub struct JournalStore {
     pending: Pending,
     /// The batch being built, between `begin` and `commit`.
     record: Option<Record>,
-    applier: Option<(Sender<Arc<Record>>, JoinHandle<()>)>,
+    flusher: Arc<JournalFlusher>,
+    applier: Option<JoinHandle<()>>,
 }
 
 impl JournalStore {
@@ -253,6 +267,8 @@ impl WriteStore for JournalStore {
 
     fn begin(&mut self) -> StoreResult<()> {
         if self.pending.len() >= MAX_PENDING_RECORDS {
+            // Flush here too, so a store nobody else flushes still moves.
+            self.flusher.flush(self.flusher.mark())?;
             let behind = (MAX_PENDING_RECORDS / 2) as u64;
             self.shared
                 .wait_applied(self.next_lsn.saturating_sub(behind))?;
@@ -277,15 +293,17 @@ impl WriteStore for JournalStore {
         if record.is_empty() {
             return Ok(());
         }
-        self.log.append(&record)?;
         let record = Arc::new(record);
-        self.pending.add(record.clone());
-        self.shared.durable.store(record.lsn, Ordering::Release);
-        self.next_lsn += 1;
-        if let Some((applier, _)) = &self.applier {
-            // Unbounded: `begin` holds the writer back instead.
-            let _ = applier.send(record);
+        // Queued for the flusher before it is written: a flush that finds
+        // it written finds it queued.
+        self.flusher.unflushed.lock().push_back(record.clone());
+        if let Err(e) = self.log.append(&record) {
+            self.flusher.unflushed.lock().pop_back();
+            return Err(e.into());
         }
+        self.pending.add(record.clone());
+        self.flusher.committed.store(record.lsn, Ordering::Release);
+        self.next_lsn += 1;
         if let Err(e) = self.log.rotate_if_full(self.next_lsn) {
             log::error!("cannot start a new journal segment: {e}");
         }
@@ -296,6 +314,10 @@ impl WriteStore for JournalStore {
     fn rollback(&mut self) {
         self.reads.end_snapshot();
         self.record = None;
+    }
+
+    fn flusher(&self) -> Option<Arc<dyn Flusher>> {
+        Some(self.flusher.clone())
     }
 
     fn find_sent(&mut self, keys: &[SentKey<'_>]) -> StoreResult<Vec<pb::Message>> {
@@ -381,16 +403,72 @@ impl WriteStore for JournalStore {
 }
 
 impl Drop for JournalStore {
-    /// Lets the applier finish what was journaled, so a clean stop leaves
-    /// SQLite complete (a crash leaves it to the next start's replay).
+    /// Flushes what is written and lets the applier finish it, so a clean
+    /// stop leaves SQLite complete (a crash leaves it to the next start's
+    /// replay).
     fn drop(&mut self) {
-        if let Some((records, applier)) = self.applier.take() {
+        if let Err(e) = self.flusher.flush(self.flusher.mark()) {
+            log::error!("journal: last flush failed: {e}");
+        }
+        if let Some(applier) = self.applier.take() {
             self.shared.stopping.store(true, Ordering::Release);
-            drop(records);
+            drop(self.flusher.applier.lock().take());
             if applier.join().is_err() {
                 log::error!("the journal applier panicked");
             }
         }
+    }
+}
+
+/// Makes journaled records durable and passes them on to the applier.
+/// The writer queues each record as it appends it; whoever flushes (the
+/// writer's flush thread) syncs everything written so far in one
+/// fdatasync.
+pub struct JournalFlusher {
+    tail: Arc<Tail>,
+    shared: Arc<Shared>,
+    /// Records appended and not yet flushed, oldest first.
+    unflushed: Mutex<VecDeque<Arc<Record>>>,
+    /// The applier's queue (`None` once stopped); held while flushing, so
+    /// flushes run one at a time and hand records on in order.
+    applier: Mutex<Option<Sender<Arc<Record>>>>,
+    /// The lsn of the writer's last committed record.
+    committed: AtomicU64,
+}
+
+impl Flusher for JournalFlusher {
+    fn mark(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    fn flush(&self, mark: u64) -> StoreResult<()> {
+        if self.shared.durable.load(Ordering::Acquire) >= mark {
+            return Ok(());
+        }
+        let applier = self.applier.lock();
+        if self.shared.durable.load(Ordering::Acquire) >= mark {
+            // Flushed by someone else while this one waited.
+            return Ok(());
+        }
+        let written = self.tail.sync()?;
+        let mut durable = None;
+        {
+            let mut unflushed = self.unflushed.lock();
+            while unflushed.front().is_some_and(|r| r.lsn <= written) {
+                let Some(record) = unflushed.pop_front() else {
+                    break;
+                };
+                durable = Some(record.lsn);
+                if let Some(applier) = applier.as_ref() {
+                    // Unbounded: the writer's `begin` holds it back instead.
+                    let _ = applier.send(record);
+                }
+            }
+        }
+        if let Some(lsn) = durable {
+            self.shared.durable.store(lsn, Ordering::Release);
+        }
+        Ok(())
     }
 }
 
@@ -570,6 +648,9 @@ mod tests {
         // Inside the batch: its own rows count.
         assert_eq!(writer.total_unread(2).unwrap(), 1);
         writer.commit().unwrap();
+        let flusher = writer.flusher().unwrap();
+        let mark = flusher.mark();
+        assert_eq!(mark, 1);
 
         writer.begin().unwrap();
         let key = SentKey {
@@ -586,7 +667,13 @@ mod tests {
         assert_eq!(writer.total_unread(2).unwrap(), 1);
         writer.rollback();
 
+        // Readers see only what is flushed: before, the batch is not
+        // durable and not theirs to see.
         let mut reader = store.reader().unwrap();
+        reader.begin_snapshot().unwrap();
+        assert_eq!(reader.conversation(2, 1).unwrap(), None);
+        reader.end_snapshot();
+        flusher.flush(mark).unwrap();
         reader.begin_snapshot().unwrap();
         assert_eq!(reader.conversation(2, 1).unwrap(), Some(row(2, 1, 1, 2)));
         assert_eq!(ReadStore::total_unread(reader.as_mut(), 1).unwrap(), 1);
