@@ -165,7 +165,7 @@ pub fn run(config: &PairsConfig) -> anyhow::Result<PairsReport> {
     let mut state = Run {
         start: Instant::now(),
         senders,
-        checker: Checker::default(),
+        checker: Checker::with_capacity(expected_messages(config)),
         ack: histogram(),
         deliver: histogram(),
         errors: 0,
@@ -264,6 +264,20 @@ pub fn run(config: &PairsConfig) -> anyhow::Result<PairsReport> {
         ack: Latency::of(&state.ack),
         deliver: Latency::of(&state.deliver),
     })
+}
+
+/// How many messages a run will send, if that can be known up front: a
+/// message count, or a rate for a duration (with 10 % to spare).
+fn expected_messages(config: &PairsConfig) -> usize {
+    let by_rate = match config.duration {
+        Some(d) if config.rate > 0.0 => (config.rate * d.as_secs_f64() * 1.1) as usize,
+        _ => 0,
+    };
+    match (config.messages.map(|m| m as usize), by_rate) {
+        (Some(m), 0) => m,
+        (Some(m), r) => m.min(r),
+        (None, r) => r,
+    }
 }
 
 /// Microsecond histogram from 1 µs to 10 minutes, 3 significant digits.
