@@ -259,6 +259,9 @@ pub struct Tail {
     failed: AtomicBool,
     /// fdatasync at all (`synchronous = full`).
     sync: bool,
+    /// Tests: the next fdatasync fails, as a dying disk's would.
+    #[cfg(test)]
+    fail_next: AtomicBool,
 }
 
 impl Tail {
@@ -274,12 +277,25 @@ impl Tail {
         }
         if self.sync {
             let segment = self.segment.lock().clone();
-            if let Err(e) = segment.file.sync_data() {
+            if let Err(e) = self.fdatasync(&segment.file) {
                 self.failed.store(true, Ordering::Release);
                 return Err(io_at(&segment.path)(e));
             }
         }
         Ok(written)
+    }
+
+    fn fdatasync(&self, file: &File) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_next.swap(false, Ordering::AcqRel) {
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
+        file.sync_data()
+    }
+
+    #[cfg(test)]
+    pub fn fail_next_sync(&self) {
+        self.fail_next.store(true, Ordering::Release);
     }
 
     fn failure(&self) -> LogError {
@@ -320,6 +336,8 @@ impl JournalFile {
                 written: AtomicU64::new(first_lsn - 1),
                 failed: AtomicBool::new(false),
                 sync,
+                #[cfg(test)]
+                fail_next: AtomicBool::new(false),
             }),
             segment,
             len: 0,

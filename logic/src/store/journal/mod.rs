@@ -191,8 +191,9 @@ impl Journaled {
     }
 }
 
-impl Backend for Journaled {
-    fn writer(&self) -> StoreResult<Box<dyn WriteStore>> {
+impl Journaled {
+    /// The one writer (see `Backend::writer`).
+    fn journal_store(&self) -> StoreResult<JournalStore> {
         let (log, nudges) = self
             .log
             .lock()
@@ -215,7 +216,7 @@ impl Backend for Journaled {
             applier: Mutex::new(Some(records)),
             committed: AtomicU64::new(last),
         });
-        Ok(Box::new(JournalStore {
+        Ok(JournalStore {
             log,
             reads: self.sqlite.conn()?,
             shared: self.shared.clone(),
@@ -224,7 +225,13 @@ impl Backend for Journaled {
             record: None,
             flusher,
             applier: Some(applier),
-        }))
+        })
+    }
+}
+
+impl Backend for Journaled {
+    fn writer(&self) -> StoreResult<Box<dyn WriteStore>> {
+        Ok(Box::new(self.journal_store()?))
     }
 
     fn reader(&self) -> StoreResult<Box<dyn ReadStore>> {
@@ -677,6 +684,48 @@ mod tests {
         reader.begin_snapshot().unwrap();
         assert_eq!(reader.conversation(2, 1).unwrap(), Some(row(2, 1, 1, 2)));
         assert_eq!(ReadStore::total_unread(reader.as_mut(), 1).unwrap(), 1);
+        reader.end_snapshot();
+        drop(writer);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A dying disk: once an fdatasync fails, the batch it was for is
+    /// refused, readers never see it, and every later write is refused
+    /// until a restart, so nothing unsynced is ever acknowledged.
+    #[test]
+    fn a_failed_fdatasync_refuses_the_batch_and_every_later_one() {
+        let dir = temp_dir("fsync-fails");
+        let store = Journaled::open(&dir, Synchronous::Full).unwrap();
+        let mut writer = store.journal_store().unwrap();
+        let flusher = writer.flusher().unwrap();
+        let batch = |writer: &mut JournalStore, seq: u64| -> StoreResult<()> {
+            writer.begin()?;
+            writer.insert_messages(&[message(seq)])?;
+            writer.put_conversations(&[&row(1, 2, seq, seq * 2 - 1), &row(2, 1, seq, seq * 2)])?;
+            writer.commit()
+        };
+        batch(&mut writer, 1).unwrap();
+        flusher.flush(flusher.mark()).unwrap();
+
+        writer.log.tail().fail_next_sync();
+        batch(&mut writer, 2).unwrap();
+        assert!(
+            flusher.flush(flusher.mark()).is_err(),
+            "batch 2 is not durable"
+        );
+        assert!(batch(&mut writer, 3).is_err(), "nothing is written after");
+        assert!(flusher.flush(2).is_err(), "nor flushed");
+
+        let mut reader = store.reader().unwrap();
+        reader.begin_snapshot().unwrap();
+        let seqs: Vec<u64> = reader
+            .messages_after(Pair::of(1, 2), 0, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(seqs, vec![1], "readers see only what was flushed");
         reader.end_snapshot();
         drop(writer);
         drop(store);
