@@ -46,6 +46,20 @@ impl State {
     }
 }
 
+/// When a read may stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadUntil {
+    /// At a read shorter than the buffer: the socket was empty then, and
+    /// the edge-triggered poll reports the next bytes as a new event, so
+    /// the read that would only say WouldBlock (one syscall in two, under
+    /// load) is skipped.
+    ShortRead,
+    /// At WouldBlock or end of stream: when the peer has closed (its FIN
+    /// may be queued behind the data, with no event to come) or when
+    /// reading resumes without an event.
+    WouldBlock,
+}
+
 /// What reading from the socket ended with.
 #[derive(Debug)]
 pub enum Fill {
@@ -98,11 +112,12 @@ impl Session {
         }
     }
 
-    /// Reads from the socket until it would block, the peer closes, or
-    /// `budget` bytes have been read (so that one busy client cannot keep
-    /// its worker from the others). `scratch` is the worker's shared read
-    /// area; only a partial frame's bytes stay with the session.
-    pub fn fill(&mut self, scratch: &mut [u8], budget: usize) -> (usize, Fill) {
+    /// Reads from the socket until it is empty (as `until` tells), the
+    /// peer closes, or `budget` bytes have been read (so that one busy
+    /// client cannot keep its worker from the others). `scratch` is the
+    /// worker's shared read area; only a partial frame's bytes stay with
+    /// the session.
+    pub fn fill(&mut self, scratch: &mut [u8], budget: usize, until: ReadUntil) -> (usize, Fill) {
         let mut total = 0;
         while total < budget {
             match self.stream.read(scratch) {
@@ -110,6 +125,9 @@ impl Session {
                 Ok(n) => {
                     self.read_buf.extend_from_slice(&scratch[..n]);
                     total += n;
+                    if n < scratch.len() && until == ReadUntil::ShortRead {
+                        return (total, Fill::Drained);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (total, Fill::Drained),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

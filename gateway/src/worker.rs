@@ -31,7 +31,7 @@ use slab::Slab;
 use crate::config::GatewayConfig;
 use crate::link::{Inbox, Uplink, UplinkError};
 use crate::metrics::{Block, CloseReason, Counter, Gauge};
-use crate::session::{Fill, Session, State};
+use crate::session::{Fill, ReadUntil, Session, State};
 use protocol::rate::Admit;
 
 /// The waker's token; sessions use their slab key, which never gets this high.
@@ -174,7 +174,7 @@ impl Worker {
             for slot in reading.drain(..) {
                 if let Some(session) = self.sessions.get_mut(slot) {
                     session.read_pending = false;
-                    self.on_readable(slot, now);
+                    self.on_readable(slot, now, ReadUntil::WouldBlock);
                 }
             }
             // And those read on a second pass, before the writes below.
@@ -294,13 +294,15 @@ impl Worker {
         if event.is_writable() {
             self.mark_dirty(slot);
         }
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.on_readable(slot, now);
+        if event.is_read_closed() || event.is_error() {
+            self.on_readable(slot, now, ReadUntil::WouldBlock);
+        } else if event.is_readable() {
+            self.on_readable(slot, now, ReadUntil::ShortRead);
         }
     }
 
     /// Handles frames already buffered, then reads more and handles those.
-    fn on_readable(&mut self, slot: usize, now: u64) {
+    fn on_readable(&mut self, slot: usize, now: u64, until: ReadUntil) {
         if !self.handle_buffered(slot, now) {
             return;
         }
@@ -313,7 +315,7 @@ impl Worker {
             State::Closing => return self.discard_input(slot),
             State::AwaitingLogin | State::Active { .. } => {}
         }
-        let (read, fill) = session.fill(&mut self.scratch, READ_BUDGET);
+        let (read, fill) = session.fill(&mut self.scratch, READ_BUDGET, until);
         self.metrics.add(Counter::BytesIn, read as u64);
         if !self.handle_buffered(slot, now) {
             return;

@@ -443,6 +443,39 @@ fn push_acks_reach_the_logic_tier(workers: usize) {
     }
 }
 
+fn a_frame_sent_with_the_close_is_handled_and_the_close_seen(workers: usize) {
+    let gw = start(config(workers));
+    let mut b = gw.login(2, "phone");
+    let mut raw = TcpStream::connect(gw.addr).unwrap();
+    let mut a = protocol::Client::from_stream(raw.try_clone().unwrap());
+    a.set_timeout(TIMEOUT);
+    a.login(1, "good", "phone", pb::Platform::Mobile).unwrap();
+    // The last request and the end of stream leave together: the worker
+    // reads the frame in one short read, and must not take that for all
+    // there is and miss the end of stream queued behind it (no new event
+    // would come for it; only the 30 s heartbeat would close the session).
+    let last = encoded(&Frame {
+        req_id: 9,
+        body: Some(
+            pb::SendReq {
+                to_uid: 2,
+                client_msg_id: "last".into(),
+                content_type: 1,
+                content: b"bye".to_vec(),
+            }
+            .into(),
+        ),
+    });
+    raw.write_all(&last).unwrap();
+    raw.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(next_push(&mut b).content, b"bye");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !gw.seen.lock().closed.iter().any(|(_, uid)| *uid == Some(1)) {
+        assert!(Instant::now() < deadline, "the end of stream went unseen");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn garbage_never_hurts_the_server(workers: usize) {
     let gw = start(config(workers));
     // Pseudo-random garbage on many connections; the server answers or
@@ -499,5 +532,6 @@ with_worker_counts!(
     max_connections_refuses_clearly,
     graceful_shutdown_kicks_flushes_and_exits,
     push_acks_reach_the_logic_tier,
+    a_frame_sent_with_the_close_is_handled_and_the_close_seen,
     garbage_never_hurts_the_server,
 );
