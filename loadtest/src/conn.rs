@@ -93,7 +93,7 @@ impl Conn {
 
     /// Reads what is available and appends whole frames to `frames`.
     /// Ok(false) when the server closed the connection.
-    pub fn read(&mut self, frames: &mut Vec<Frame>) -> io::Result<bool> {
+    pub fn read(&mut self, frames: &mut Vec<Frame>, peer_closed: bool) -> io::Result<bool> {
         let mut chunk = [0u8; 32 * 1024];
         let mut open = true;
         loop {
@@ -102,7 +102,15 @@ impl Conn {
                     open = false;
                     break;
                 }
-                Ok(n) => self.read_buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.read_buf.extend_from_slice(&chunk[..n]);
+                    // A short read emptied the socket; the poll reports
+                    // the next bytes (as the gateway's worker does, see
+                    // its session.rs), unless the peer closed.
+                    if n < chunk.len() && !peer_closed {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

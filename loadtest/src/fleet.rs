@@ -84,18 +84,20 @@ impl Fleet {
                 return Err(e);
             }
         }
-        let ready: Vec<(usize, bool, bool)> = self
+        let ready: Vec<(usize, bool, bool, bool)> = self
             .events
             .iter()
             .map(|e| {
+                let closed = e.is_read_closed() || e.is_error();
                 (
                     e.token().0,
-                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                    e.is_readable() || closed,
+                    closed,
                     e.is_writable(),
                 )
             })
             .collect();
-        for (key, readable, writable) in ready {
+        for (key, readable, closed, writable) in ready {
             if writable && self.conns.contains(key) {
                 self.dirty.push(key);
             }
@@ -103,7 +105,7 @@ impl Fleet {
                 continue;
             }
             let mut frames = std::mem::take(&mut self.frames);
-            let open = self.conns[key].read(&mut frames).unwrap_or(false);
+            let open = self.conns[key].read(&mut frames, closed).unwrap_or(false);
             for frame in frames.drain(..) {
                 handle(self, key, Event::Frame(frame));
             }
