@@ -586,6 +586,20 @@ mod tests {
         }
     }
 
+    /// The seqs of conversation (1, 2) a new reader finds.
+    fn seqs_seen_by_readers(store: &Journaled) -> Vec<u64> {
+        let mut reader = store.reader().unwrap();
+        reader.begin_snapshot().unwrap();
+        let seqs = reader
+            .messages_after(Pair::of(1, 2), 0, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        reader.end_snapshot();
+        seqs
+    }
+
     /// What a crash leaves: records journaled (and answered) that SQLite
     /// never got. The next open must put them in SQLite.
     #[test]
@@ -611,17 +625,9 @@ mod tests {
         drop(log);
 
         let store = Journaled::open(&dir, Synchronous::Full).unwrap();
+        assert_eq!(seqs_seen_by_readers(&store), vec![1, 2, 3]);
         let mut reader = store.reader().unwrap();
-        reader.begin_snapshot().unwrap();
-        let seqs: Vec<u64> = reader
-            .messages_after(Pair::of(1, 2), 0, 10)
-            .unwrap()
-            .iter()
-            .map(|m| m.seq)
-            .collect();
-        assert_eq!(seqs, vec![1, 2, 3]);
         assert_eq!(reader.conversation(2, 1).unwrap(), Some(row(2, 1, 3, 6)));
-        reader.end_snapshot();
         let mut writer = store.writer().unwrap();
         let recovered = writer.recover().unwrap();
         assert_eq!((recovered.max_msg_id, recovered.max_version), (1003, 6));
@@ -717,16 +723,11 @@ mod tests {
         assert!(batch(&mut writer, 3).is_err(), "nothing is written after");
         assert!(flusher.flush(2).is_err(), "nor flushed");
 
-        let mut reader = store.reader().unwrap();
-        reader.begin_snapshot().unwrap();
-        let seqs: Vec<u64> = reader
-            .messages_after(Pair::of(1, 2), 0, 10)
-            .unwrap()
-            .iter()
-            .map(|m| m.seq)
-            .collect();
-        assert_eq!(seqs, vec![1], "readers see only what was flushed");
-        reader.end_snapshot();
+        assert_eq!(
+            seqs_seen_by_readers(&store),
+            vec![1],
+            "readers see only what was flushed"
+        );
         drop(writer);
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
