@@ -48,7 +48,7 @@ use crate::writer::{
 
 /// Longest client_msg_id, nickname (in characters) and avatar_url, and the
 /// most uids per ProfileReq: the contract's limits.
-const MAX_CLIENT_MSG_ID: usize = 64;
+const MAX_CLIENT_MSG_ID: usize = crate::dedup::MAX_ID;
 const MAX_NICKNAME_CHARS: usize = 64;
 const MAX_AVATAR_URL: usize = 512;
 const MAX_PROFILE_UIDS: usize = 100;
@@ -554,7 +554,7 @@ impl Pipeline {
             }
             None => {}
         }
-        self.recent.insert_pending(uid, send.client_msg_id.clone());
+        self.recent.insert_pending(uid, &send.client_msg_id);
         ticket.client_msg_id = Some(send.client_msg_id.clone());
         let op = WriteOp::Send {
             from: uid,
@@ -649,13 +649,9 @@ impl Pipeline {
             server_time_ms: message.server_time_ms,
             duplicate,
         };
-        let waiters = match self.recent.remove(message.from_uid, &message.client_msg_id) {
-            Some(Recent::Pending(waiters)) => waiters,
-            _ => Vec::new(),
-        };
-        self.recent.complete(
+        let waiters = self.recent.complete(
             message.from_uid,
-            message.client_msg_id.clone(),
+            &message.client_msg_id,
             message.msg_id,
             message.seq,
             message.server_time_ms,
