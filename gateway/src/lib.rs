@@ -97,6 +97,7 @@ pub fn start(
         mailboxes.push(Mailbox {
             downcalls: down_tx,
             wake: wake.clone(),
+            unwoken: AtomicBool::new(false),
         });
         let parts = WorkerParts {
             id: id as u32,

@@ -3,9 +3,9 @@
 //! Up: a worker hands [`Upcall`]s to an [`Uplink`] without ever blocking; a
 //! full queue means the logic tier is overloaded, and the request is answered
 //! UNAVAILABLE on the spot. Down: the logic tier holds a [`Mailboxes`] (our
-//! [`Downlink`]) and drops [`Downcall`]s into the owning worker's queue, then
-//! wakes that worker's `mio::Poll`, at most once per drain: under load many
-//! downcalls share one wake-up syscall.
+//! [`Downlink`]) and drops [`Downcall`]s into the owning worker's queue;
+//! its `flush` wakes each worker that got something, at most once per
+//! drain: under load many downcalls share one wake-up syscall.
 //!
 //! This file is the in-process implementation over `crossbeam-channel`; a
 //! TCP link for split deployments implements the same two traits.
@@ -128,6 +128,8 @@ impl Wake {
 pub struct Mailbox {
     pub downcalls: Sender<Downcall>,
     pub wake: Arc<Wake>,
+    /// Sent something since the last flush.
+    pub unwoken: AtomicBool,
 }
 
 /// Every worker's mailbox: the in-process [`Downlink`] the logic tier holds.
@@ -158,7 +160,15 @@ impl Downlink for Mailboxes {
         // Unbounded: the logic tier must never block on a worker. A session
         // that cannot keep up is closed by its worker instead.
         if mailbox.downcalls.send(call).is_ok() {
-            mailbox.wake.wake();
+            mailbox.unwoken.store(true, Ordering::Release);
+        }
+    }
+
+    fn flush(&self) {
+        for mailbox in self.workers.iter() {
+            if mailbox.unwoken.swap(false, Ordering::AcqRel) {
+                mailbox.wake.wake();
+            }
         }
     }
 }

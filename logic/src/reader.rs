@@ -75,10 +75,13 @@ pub fn spawn(
                             }
                         };
                         match codec.encode_to_bytes(&frame) {
-                            Ok(frame) => downlink.send(Downcall::Frame {
-                                session: job.session,
-                                frame,
-                            }),
+                            Ok(frame) => {
+                                downlink.send(Downcall::Frame {
+                                    session: job.session,
+                                    frame,
+                                });
+                                downlink.flush();
+                            }
                             Err(e) => log::error!("cannot encode a read response: {e}"),
                         }
                     }

@@ -297,6 +297,8 @@ impl Pipeline {
                 self.on_committed(done);
                 idle = false;
             }
+            // The answers and pushes go out before the upcalls are looked at.
+            self.downlink.flush();
             let mut gateway_gone = false;
             for _ in 0..UPCALLS_PER_ROUND {
                 match inbox.upcalls.try_recv() {
@@ -312,6 +314,7 @@ impl Pipeline {
                 }
             }
             self.expire_acks(&mut due);
+            self.downlink.flush();
             self.metrics
                 .set(Gauge::OnlineUsers, self.presence.online_users());
             self.metrics.set(Gauge::PendingPushes, self.acks.pending());
@@ -335,6 +338,7 @@ impl Pipeline {
         self.writes = None;
         for done in committed {
             self.on_committed(done);
+            self.downlink.flush();
         }
         log::debug!("logic pipeline stopped");
     }

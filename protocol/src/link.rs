@@ -95,5 +95,12 @@ impl Downcall {
 /// worker that falls behind is the gateway's problem (it sheds slow
 /// sessions), never the logic tier's.
 pub trait Downlink: Send + Sync {
+    /// Queues `call` for its worker, which may not look before `flush`.
     fn send(&self, call: Downcall);
+    /// Wakes every worker sent something since its last wake-up. Whoever
+    /// sends flushes when it has sent what it has for now (the pipeline
+    /// once per batch of work, a reader once per answer): one wake-up per
+    /// batch, where waking per downcall made the worker preempt the sender
+    /// once per frame.
+    fn flush(&self);
 }

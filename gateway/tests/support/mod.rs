@@ -65,6 +65,7 @@ pub fn start(config: GatewayConfig) -> TestGateway {
         };
         while let Ok(call) = rx.recv() {
             logic.handle(call);
+            logic.downlink.flush();
         }
     });
     TestGateway {
