@@ -14,7 +14,7 @@ metric_table! { pub Counter, COUNTERS,
     Duplicates => "im_logic_duplicate_sends_total", "Sends answered with the message an earlier send of the same client_msg_id stored.";
     Batches => "im_logic_commit_batches_total", "Transactions the writer committed.";
     CommittedWrites => "im_logic_committed_writes_total", "Writes committed (sends, reads, deletes, profiles); over batches: the mean batch size.";
-    CommitMicros => "im_logic_commit_microseconds_total", "Time the writer spent applying and committing; over batches: the mean commit time.";
+    CommitMicros => "im_logic_commit_microseconds_total", "Time spent applying and committing batches, and on the embedded store flushing them; over batches: the mean time from a batch's start to durable.";
     StorageErrors => "im_logic_storage_errors_total", "Batches that failed and were rolled back; their writes were answered UNAVAILABLE.";
     Pushes => "im_logic_pushes_total", "Pushes sent to devices (first sends).";
     PushResends => "im_logic_push_resends_total", "Pushes resent because no PushAck came in time.";

@@ -28,8 +28,9 @@
 //!    deleted as the writer goes.
 //!
 //! Durability, `synchronous = "full"`: a record is fdatasynced before its
-//! batch is answered (and before any later batch is), and SQLite runs with `synchronous = FULL`, so its
-//! `applied_lsn` never claims a record that a power loss could take away.
+//! batch is answered (and before any later batch is), and SQLite runs
+//! with `synchronous = FULL`, so its `applied_lsn` never claims a record
+//! that a power loss could take away.
 //! `"normal"`: records are written but not fsynced, SQLite `NORMAL`; both
 //! survive a crash of the process, not of the machine.
 
@@ -461,10 +462,8 @@ impl Flusher for JournalFlusher {
         let mut durable = None;
         {
             let mut unflushed = self.unflushed.lock();
-            while unflushed.front().is_some_and(|r| r.lsn <= written) {
-                let Some(record) = unflushed.pop_front() else {
-                    break;
-                };
+            let synced = unflushed.iter().take_while(|r| r.lsn <= written).count();
+            for record in unflushed.drain(..synced) {
                 durable = Some(record.lsn);
                 if let Some(applier) = applier.as_ref() {
                     // Unbounded: the writer's `begin` holds it back instead.
