@@ -70,7 +70,7 @@ pub fn spawn(
     thread::Builder::new()
         .name("im-store-applier".into())
         .spawn(move || {
-            lower_priority();
+            shared.applier_started();
             let mut batch = Vec::with_capacity(MAX_RECORDS);
             while let Ok(first) = records.recv() {
                 batch.push(first);
@@ -92,29 +92,6 @@ pub fn spawn(
                 }
             }
         })
-}
-
-/// The applier's nice value. Nothing a client waits for runs here (a
-/// reader waiting for it nudges it, and a writer held back by it waits at
-/// 2,048 records), yet each commit is tens of milliseconds of CPU in one
-/// go; at normal priority it took a core from the threads that carry
-/// messages. At nice 19 it runs when they leave a core idle, which under
-/// any load short of saturation they do.
-const NICE: libc::c_int = 19;
-
-/// Sets this thread's nice value (on Linux a per-thread attribute).
-fn lower_priority() {
-    // SAFETY: plain syscalls on the calling thread, no pointers.
-    let rc = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE)
-    };
-    if rc != 0 {
-        log::warn!(
-            "journal applier: cannot lower its priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
 }
 
 /// Adds records to the batch until it is full, `GATHER` has passed, or a

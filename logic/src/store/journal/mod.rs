@@ -37,6 +37,7 @@
 mod applier;
 mod file;
 mod pending;
+mod priority;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ use protocol::pb;
 
 use self::file::{JournalFile, LogError, Record, Row, Tail};
 use self::pending::Pending;
+use self::priority::Priority;
 use super::sqlite::{Sqlite, SqliteConn, Synchronous};
 use super::{
     Backend, ConvRow, Flusher, Pair, ReadStore, Recovered, SentKey, StoreError, StoreResult,
@@ -74,13 +76,21 @@ impl From<LogError> for StoreError {
     }
 }
 
+/// How far SQLite is, and how many threads wait for it to get further.
+struct Applied {
+    /// The last lsn SQLite holds.
+    lsn: u64,
+    waiters: usize,
+}
+
 /// The state the writer, the applier and the readers share.
 pub struct Shared {
     /// The last lsn flushed: durable, and passed on to the applier.
     durable: AtomicU64,
-    /// The last lsn SQLite holds.
-    applied: Mutex<u64>,
+    applied: Mutex<Applied>,
     caught_up: Condvar,
+    /// The applier's scheduling, raised while `Applied::waiters` > 0.
+    priority: Priority,
     stopping: AtomicBool,
     /// Tells the applier a reader is waiting: commit what you have.
     nudge: Sender<()>,
@@ -91,45 +101,60 @@ impl Shared {
         Shared {
             nudge,
             durable: AtomicU64::new(lsn),
-            applied: Mutex::new(lsn),
+            applied: Mutex::new(Applied { lsn, waiters: 0 }),
             caught_up: Condvar::new(),
+            priority: Priority::default(),
             stopping: AtomicBool::new(false),
         }
     }
 
-    /// Waits until SQLite holds every record up to `lsn`.
+    /// Waits until SQLite holds every record up to `lsn`, with the applier
+    /// raised to its normal priority meanwhile (see priority.rs).
     fn wait_applied(&self, lsn: u64) -> StoreResult<()> {
         let deadline = Instant::now() + CATCH_UP_WAIT;
         let mut applied = self.applied.lock();
-        if *applied < lsn {
-            let _ = self.nudge.try_send(());
+        if applied.lsn >= lsn {
+            return Ok(());
         }
-        while *applied < lsn {
+        let _ = self.nudge.try_send(());
+        applied.waiters += 1;
+        self.priority.waiting(applied.waiters);
+        while applied.lsn < lsn {
             if self
                 .caught_up
                 .wait_until(&mut applied, deadline)
                 .timed_out()
-                && *applied < lsn
             {
-                return Err(StoreError::Unavailable(format!(
-                    "SQLite is behind the journal (at {}, waiting for {lsn})",
-                    *applied
-                )));
+                break;
             }
+        }
+        applied.waiters -= 1;
+        self.priority.done_waiting(applied.waiters);
+        if applied.lsn < lsn {
+            return Err(StoreError::Unavailable(format!(
+                "SQLite is behind the journal (at {}, waiting for {lsn})",
+                applied.lsn
+            )));
         }
         Ok(())
     }
 
     fn applied(&self) -> u64 {
-        *self.applied.lock()
+        self.applied.lock().lsn
     }
 
     fn mark_applied(&self, records: &[Arc<Record>]) {
         let Some(last) = records.last() else {
             return;
         };
-        *self.applied.lock() = last.lsn;
+        self.applied.lock().lsn = last.lsn;
         self.caught_up.notify_all();
+    }
+
+    /// The applier thread's first call: it takes its place in the CPU queue.
+    fn applier_started(&self) {
+        let applied = self.applied.lock();
+        self.priority.start(applied.waiters);
     }
 
     fn is_stopping(&self) -> bool {
