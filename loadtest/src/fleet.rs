@@ -6,8 +6,10 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use protocol::{Body, Frame, pb, token};
 use slab::Slab;
@@ -23,6 +25,8 @@ pub enum Event {
 pub struct Fleet {
     poll: Poll,
     events: Events,
+    /// Wakes `poll` on time when its timeout is under a millisecond.
+    timer: PreciseTimer,
     pub conns: Slab<Conn>,
     /// Connections with output queued since the last flush.
     dirty: Vec<usize>,
@@ -31,9 +35,12 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new() -> io::Result<Fleet> {
+        let poll = Poll::new()?;
+        let timer = PreciseTimer::new(&poll)?;
         Ok(Fleet {
-            poll: Poll::new()?,
+            poll,
             events: Events::with_capacity(4096),
+            timer,
             conns: Slab::new(),
             dirty: Vec::new(),
             frames: Vec::new(),
@@ -79,6 +86,7 @@ impl Fleet {
         timeout: Option<Duration>,
         mut handle: impl FnMut(&mut Fleet, usize, Event),
     ) -> io::Result<()> {
+        let timeout = self.timer.arm(timeout)?;
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
@@ -87,6 +95,7 @@ impl Fleet {
         let ready: Vec<(usize, bool, bool, bool)> = self
             .events
             .iter()
+            .filter(|e| e.token() != PreciseTimer::TOKEN)
             .map(|e| {
                 let closed = e.is_read_closed() || e.is_error();
                 (
@@ -222,6 +231,76 @@ impl Fleet {
                 pending.remove(&key);
             }
         });
+    }
+}
+
+/// A timerfd in the poll, armed when `poll` is asked to wait less than a
+/// millisecond: epoll's timeout is in whole milliseconds (mio rounds up), so
+/// a fixed-rate send due in 50 µs would otherwise leave up to a millisecond
+/// late when no reply wakes the poll first, and that lateness would count
+/// as the server's latency. Armed only for such waits, so it costs a wake-up
+/// only when nothing else would have woken the poll in time.
+struct PreciseTimer {
+    fd: OwnedFd,
+    armed: bool,
+}
+
+impl PreciseTimer {
+    /// Connection keys are slab indices; this one is never handed out.
+    const TOKEN: Token = Token(usize::MAX);
+
+    fn new(poll: &Poll) -> io::Result<PreciseTimer> {
+        // SAFETY: timerfd_create returns a new descriptor or -1.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a descriptor we own from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        poll.registry().register(
+            &mut SourceFd(&fd.as_raw_fd()),
+            Self::TOKEN,
+            Interest::READABLE,
+        )?;
+        Ok(PreciseTimer { fd, armed: false })
+    }
+
+    /// Arms (or disarms) the timer for a poll with `timeout`; returns the
+    /// timeout to give epoll.
+    fn arm(&mut self, timeout: Option<Duration>) -> io::Result<Option<Duration>> {
+        // Clear an expiry that fired while the poll was busy elsewhere.
+        let mut expirations = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a local buffer; EAGAIN is fine.
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
+        let precise = timeout.filter(|t| !t.is_zero() && *t < Duration::from_millis(1));
+        if precise.is_none() && !self.armed {
+            return Ok(timeout);
+        }
+        let value = precise.unwrap_or(Duration::ZERO); // zero disarms
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: value.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: a valid descriptor and a pointer to a local struct.
+        if unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) }
+            != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        self.armed = precise.is_some();
+        // Epoll's own timeout stays as a backstop.
+        Ok(timeout)
     }
 }
 

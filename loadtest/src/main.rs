@@ -90,6 +90,10 @@ struct PairsArgs {
     /// Seconds to wait for the last pushes after sending stops.
     #[arg(long)]
     drain: Option<f64>,
+    /// Write every delivery's intended send time and latency to this file
+    /// (to line up the slow ones with a trace of the server).
+    #[arg(long)]
+    latency_log: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Default, Deserialize)]
@@ -195,6 +199,7 @@ fn run() -> anyhow::Result<i32> {
                 uid_base,
                 drain: Duration::from_secs_f64(a.drain.or(f.drain).unwrap_or(10.0)),
                 sources,
+                latency_log: a.latency_log.or(f.latency_log),
             };
             let r = pairs::run(&config)?;
             let v = r.verdict;
@@ -214,6 +219,9 @@ fn run() -> anyhow::Result<i32> {
             );
             println!("  send -> SendResp:  {}", r.ack.line());
             println!("  send -> Push:      {}", r.deliver.line());
+            if r.late.count > 0 {
+                println!("  sends late by:     {}", r.late.line());
+            }
             println!(
                 "  lost {}  duplicated {}  reordered {}  errors {}",
                 v.lost, v.duplicated, v.reordered, r.errors
@@ -228,6 +236,7 @@ fn run() -> anyhow::Result<i32> {
                         "ack_p50_ms": r.ack.p50, "ack_p90_ms": r.ack.p90, "ack_p99_ms": r.ack.p99, "ack_p999_ms": r.ack.p999, "ack_max_ms": r.ack.max,
                         "deliver_p50_ms": r.deliver.p50, "deliver_p90_ms": r.deliver.p90, "deliver_p99_ms": r.deliver.p99,
                         "deliver_p999_ms": r.deliver.p999, "deliver_max_ms": r.deliver.max,
+                        "late_p50_ms": r.late.p50, "late_p99_ms": r.late.p99, "late_p999_ms": r.late.p999,
                     })
                 );
             }

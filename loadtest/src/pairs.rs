@@ -6,11 +6,15 @@
 //! message must reach every device of the recipient and the sender's other
 //! devices, once, in seq order: the [`Checker`] says whether it did.
 //! Latencies: send to SendResp (ack) and send to Push (deliver), from the
-//! intended send time at a fixed rate.
+//! intended send time at a fixed rate, and how late the sends themselves
+//! left (the load tester's own share of both).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -46,6 +50,8 @@ pub struct PairsConfig {
     pub drain: Duration,
     /// Loopback source addresses to spread connections over.
     pub sources: Vec<IpAddr>,
+    /// Where to write one line per delivery (see [`LatencyLog`]).
+    pub latency_log: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -58,6 +64,9 @@ pub struct PairsReport {
     pub elapsed_secs: f64,
     pub ack: Latency,
     pub deliver: Latency,
+    /// How late sends left against their intended times (fixed rate only):
+    /// the load tester's own share of `ack` and `deliver`.
+    pub late: Latency,
 }
 
 impl PairsReport {
@@ -162,12 +171,19 @@ pub fn run(config: &PairsConfig) -> anyhow::Result<PairsReport> {
         }
     }
 
+    let log = config
+        .latency_log
+        .as_deref()
+        .map(LatencyLog::create)
+        .transpose()?;
     let mut state = Run {
         start: Instant::now(),
         senders,
         checker: Checker::with_capacity(expected_messages(config)),
         ack: histogram(),
         deliver: histogram(),
+        late: histogram(),
+        log,
         errors: 0,
         acked: 0,
         sent: 0,
@@ -209,6 +225,8 @@ pub fn run(config: &PairsConfig) -> anyhow::Result<PairsReport> {
                     sender.blocked = true;
                     continue;
                 }
+                let late_us = now_ns.saturating_sub(at) / 1_000;
+                let _ = state.late.record(late_us.max(1));
                 state.send(&mut fleet, i, at);
                 if let Some(next) = state.senders[i].schedule.due(state.senders[i].sent) {
                     due.push(Reverse((next.as_nanos() as u64, i)));
@@ -254,6 +272,9 @@ pub fn run(config: &PairsConfig) -> anyhow::Result<PairsReport> {
         });
     }
     progress.done();
+    if let Some(log) = state.log.take() {
+        log.finish()?;
+    }
     let verdict = state.checker.verdict();
     Ok(PairsReport {
         sent: state.sent,
@@ -263,6 +284,7 @@ pub fn run(config: &PairsConfig) -> anyhow::Result<PairsReport> {
         elapsed_secs: state.last_delivery.as_secs_f64(),
         ack: Latency::of(&state.ack),
         deliver: Latency::of(&state.deliver),
+        late: Latency::of(&state.late),
     })
 }
 
@@ -280,6 +302,57 @@ fn expected_messages(config: &PairsConfig) -> usize {
     }
 }
 
+/// `--latency-log`: a first line `start <secs> <nanos>`, the run's start on
+/// CLOCK_MONOTONIC (the clock of `perf record -k CLOCK_MONOTONIC`), then one
+/// line per delivery: the intended send time in µs since the start, and
+/// the send-to-push latency in µs. The p99 says how many deliveries were
+/// slow; this says when, to line them up with what the server was doing.
+struct LatencyLog {
+    out: BufWriter<File>,
+    /// The first write error; the run goes on, the log is reported broken.
+    failed: Option<std::io::Error>,
+}
+
+impl LatencyLog {
+    fn create(path: &std::path::Path) -> anyhow::Result<LatencyLog> {
+        use anyhow::Context;
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the local struct.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let mut log = LatencyLog {
+            out: BufWriter::new(file),
+            failed: None,
+        };
+        log.write(format_args!("start {} {}\n", now.tv_sec, now.tv_nsec));
+        Ok(log)
+    }
+
+    fn delivered(&mut self, intended_ns: u64, now_ns: u64) {
+        let latency_us = now_ns.saturating_sub(intended_ns) / 1_000;
+        self.write(format_args!("{} {latency_us}\n", intended_ns / 1_000));
+    }
+
+    fn write(&mut self, line: std::fmt::Arguments<'_>) {
+        if self.failed.is_none() {
+            self.failed = self.out.write_fmt(line).err();
+        }
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        if self.failed.is_none() {
+            self.failed = self.out.flush().err();
+        }
+        match self.failed {
+            None => Ok(()),
+            Some(e) => Err(anyhow::anyhow!("writing the latency log: {e}")),
+        }
+    }
+}
+
 /// Microsecond histogram from 1 µs to 10 minutes, 3 significant digits.
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
@@ -291,6 +364,8 @@ struct Run {
     checker: Checker,
     ack: Histogram<u64>,
     deliver: Histogram<u64>,
+    late: Histogram<u64>,
+    log: Option<LatencyLog>,
     errors: u64,
     acked: u64,
     sent: u64,
@@ -404,6 +479,9 @@ impl Run {
                     },
                 );
                 if let Some((intended, _)) = parse_payload(&message.content) {
+                    if let Some(log) = self.log.as_mut() {
+                        log.delivered(intended, now_ns);
+                    }
                     let _ = self
                         .deliver
                         .record((now_ns.saturating_sub(intended) / 1_000).max(1));

@@ -42,6 +42,7 @@ fn pairs_config(addr: SocketAddr) -> pairs::PairsConfig {
         uid_base: 0,
         drain: Duration::from_secs(10),
         sources: vec![],
+        latency_log: None,
     }
 }
 
@@ -70,11 +71,37 @@ fn pairs_at_a_fixed_rate_keeps_the_rate() {
     config.duration = Some(Duration::from_secs(2));
     config.bidir = false;
     config.devices = 1;
+    let log = dir.join("latency.log");
+    config.latency_log = Some(log.clone());
     let report = pairs::run(&config).unwrap();
     // 500/s for 2 s, give or take the schedule's phase offsets.
     assert!((950..=1_000).contains(&report.sent), "sent {}", report.sent);
     assert_eq!(report.acked, report.sent);
     assert!(report.verdict.clean());
+    // Every send was timed against its schedule.
+    assert_eq!(report.late.count, report.sent);
+    // The log: the start, then a line per delivery, intended time within
+    // the 2 s of sending, and the same latencies the histogram holds.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines = text.lines();
+    let start: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    assert_eq!(start[0], "start");
+    assert!(start[1].parse::<u64>().is_ok() && start[2].parse::<u64>().is_ok());
+    let deliveries: Vec<(u64, u64)> = lines
+        .map(|line| {
+            let (at, latency) = line.split_once(' ').unwrap();
+            (at.parse().unwrap(), latency.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(deliveries.len() as u64, report.verdict.delivered);
+    assert!(deliveries.iter().all(|(at, _)| *at < 2_100_000));
+    // The histogram keeps 3 significant digits: the same to within 1 %.
+    let slowest = deliveries.iter().map(|(_, l)| *l).max().unwrap() as f64;
+    let histogram_max = report.deliver.max * 1_000.0;
+    assert!(
+        (slowest - histogram_max).abs() <= slowest / 100.0 + 1.0,
+        "log {slowest} µs, histogram {histogram_max} µs"
+    );
     node.shutdown();
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -189,6 +216,8 @@ fn a_workload_file_supplies_the_flags_and_json_is_the_last_line() {
         "deliver_p99_ms",
         "deliver_p999_ms",
         "deliver_max_ms",
+        "late_p50_ms",
+        "late_p99_ms",
     ] {
         assert!(json[key].is_number(), "{key} missing");
     }
