@@ -1,34 +1,38 @@
 //! The applier's place in the CPU queue: in the background while nobody
-//! waits for it, at its normal priority while anybody does.
+//! waits for it, at the server's own priority while anybody does.
 //!
 //! Nothing a client waits for runs on the applier (a reader waiting for it,
 //! or the writer held back by it, is the exception), yet each of its
-//! commits is milliseconds of CPU in one go. What matters is how fast it
-//! gives its core back: at nice 19 it kept a core for up to a scheduler
-//! tick (4 ms at HZ=250) after a thread carrying messages woke on it,
-//! because the running thread keeps its slice and the scheduler looks again
-//! only at the tick (traced in docs/benchmarks.md). A `SCHED_IDLE` thread
-//! is preempted at the wake-up of any other thread, and a core running only
-//! one counts as idle when the scheduler places a waking thread.
+//! commits is milliseconds of CPU in one go. So it runs at nice 19, and
+//! with the shortest scheduler slice Linux allows (100 µs; Linux 6.12 and
+//! later, older kernels ignore it). The slice matters as much as the nice
+//! value: at nice 19 alone it kept a core for up to a scheduler tick (4 ms
+//! at HZ=250) after a thread carrying messages woke on it, because the
+//! running thread keeps its slice (1.4 ms on two cores) and the scheduler
+//! looks again only at the tick (traced in docs/benchmarks.md).
 //!
-//! `SCHED_IDLE` alone starves the applier under full load, and with it the
-//! readers waiting for it (a reconnect storm beside a saturating send load
-//! took 2.5 to 3.5 times as long). So whoever waits for the applier raises
-//! it back to its normal priority for as long as anybody waits
-//! ([`Priority::waiting`], [`Priority::done_waiting`]): the usual
-//! remedy for a low-priority thread others depend on.
+//! `SCHED_IDLE` gives a core up faster still, but the applier shares locks
+//! with the threads that carry messages (SQLite's WAL index, the journal's
+//! own mutex, channel internals): preempted while holding one, a
+//! `SCHED_IDLE` thread waits for an idle core before it lets go, and in
+//! minute-long runs the p99.9 doubled. Nice 19 keeps a small share.
 //!
-//! Leaving `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` that
-//! allows the thread's nice value (systemd: `LimitNICE=+0`). Without it the
-//! applier runs at nice 19 with the shortest slice Linux allows (100 µs,
-//! Linux 6.12 and later; older kernels ignore it), which ends most of the
-//! protection a running thread has against a waking one.
+//! Under full load even nice 19 makes the readers waiting for the applier
+//! wait long (a reconnect storm beside a saturating send load took three
+//! times as long as at nice 0). So whoever waits for it raises it to the
+//! server's own nice value for as long as anybody waits
+//! ([`Priority::waiting`], [`Priority::done_waiting`]). Coming back from
+//! nice 19 needs `CAP_SYS_NICE` or an `RLIMIT_NICE` that allows the
+//! server's nice value (systemd: `LimitNICE=+0`); without it the applier
+//! stays at nice 19 and readers wait longer under full load.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-/// The nice value and slice when the applier cannot be raised again.
-const FALLBACK_NICE: i32 = 19;
-const FALLBACK_SLICE_NS: u64 = 100_000;
+/// The applier's class while nobody waits for it.
+const BACKGROUND: Class = Class {
+    nice: 19,
+    slice_ns: 100_000,
+};
 
 /// The applier thread's scheduling, changed by the applier itself at start
 /// and by the threads that wait for it. Callers serialize `start`,
@@ -40,8 +44,8 @@ pub struct Priority {
     tid: AtomicI32,
     /// Its nice value at start: the priority it is raised to.
     nice: AtomicI32,
-    /// Whether it runs `SCHED_IDLE` and can be raised (see the module doc).
-    background: AtomicBool,
+    /// Whether it can be raised again (see the module doc).
+    raisable: AtomicBool,
 }
 
 impl Priority {
@@ -52,23 +56,20 @@ impl Priority {
         let (tid, nice) = unsafe { (libc::gettid(), libc::getpriority(libc::PRIO_PROCESS, 0)) };
         self.tid.store(tid, Ordering::Relaxed);
         self.nice.store(nice, Ordering::Relaxed);
-        if can_leave_idle(nice) {
-            self.background.store(true, Ordering::Relaxed);
-            if waiters == 0 {
-                self.set(Class::Idle);
-            }
-            log::debug!("journal applier: SCHED_IDLE, raised to nice {nice} while waited for");
+        let raisable = can_come_back(nice);
+        self.raisable.store(raisable, Ordering::Relaxed);
+        if raisable && waiters > 0 {
+            return;
+        }
+        if let Err(e) = set_class(0, BACKGROUND) {
+            log::warn!("journal applier: cannot lower its priority: {e}");
+        }
+        if raisable {
+            log::debug!("journal applier: nice 19, raised to nice {nice} while waited for");
         } else {
-            let fallback = Class::Normal {
-                nice: FALLBACK_NICE,
-                slice_ns: FALLBACK_SLICE_NS,
-            };
-            if let Err(e) = set_class(0, fallback) {
-                log::warn!("journal applier: cannot lower its priority: {e}");
-            }
             log::info!(
-                "journal applier: nice {FALLBACK_NICE} (cannot leave SCHED_IDLE again without \
-                 CAP_SYS_NICE or RLIMIT_NICE; see docs/operations.md)"
+                "journal applier: nice 19, and readers waiting for it cannot raise it \
+                 (no CAP_SYS_NICE, RLIMIT_NICE too low; see docs/operations.md)"
             );
         }
     }
@@ -77,20 +78,20 @@ impl Priority {
     pub fn waiting(&self, waiters: usize) {
         if waiters == 1 {
             let nice = self.nice.load(Ordering::Relaxed);
-            self.set(Class::Normal { nice, slice_ns: 0 });
+            self.set(Class { nice, slice_ns: 0 });
         }
     }
 
     /// A thread stopped waiting; `waiters` no longer counts it.
     pub fn done_waiting(&self, waiters: usize) {
         if waiters == 0 {
-            self.set(Class::Idle);
+            self.set(BACKGROUND);
         }
     }
 
     fn set(&self, class: Class) {
         let tid = self.tid.load(Ordering::Relaxed);
-        if tid == 0 || !self.background.load(Ordering::Relaxed) {
+        if tid == 0 || !self.raisable.load(Ordering::Relaxed) {
             return;
         }
         if let Err(e) = set_class(tid, class) {
@@ -99,24 +100,20 @@ impl Priority {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Class {
-    Idle,
-    /// `slice_ns` 0: the kernel's default slice.
-    Normal {
-        nice: i32,
-        slice_ns: u64,
-    },
+/// A SCHED_OTHER nice value and slice (`slice_ns` 0: the kernel's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Class {
+    nice: i32,
+    slice_ns: u64,
 }
 
-/// Whether a thread of this process can go `SCHED_IDLE` and come back to
-/// `nice`: tried on a thread of its own, which is then dropped.
-fn can_leave_idle(nice: i32) -> bool {
+/// Whether a thread of this process can go to the background class and
+/// come back to `nice`: tried on a thread of its own, which is then dropped.
+fn can_come_back(nice: i32) -> bool {
     std::thread::Builder::new()
         .name("im-sched-probe".into())
         .spawn(move || {
-            set_class(0, Class::Idle).is_ok()
-                && set_class(0, Class::Normal { nice, slice_ns: 0 }).is_ok()
+            set_class(0, BACKGROUND).is_ok() && set_class(0, Class { nice, slice_ns: 0 }).is_ok()
         })
         .ok()
         .and_then(|probe| probe.join().ok())
@@ -138,19 +135,15 @@ struct SchedAttr {
     period: u64,
 }
 
-/// Sets thread `tid`'s (0: the caller's) policy, nice value and slice.
+/// Sets thread `tid`'s (0: the caller's) nice value and slice.
 fn set_class(tid: libc::pid_t, class: Class) -> std::io::Result<()> {
-    let (policy, nice, runtime) = match class {
-        Class::Idle => (libc::SCHED_IDLE, 0, 0),
-        Class::Normal { nice, slice_ns } => (libc::SCHED_OTHER, nice, slice_ns),
-    };
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
-        policy: policy as u32,
+        policy: libc::SCHED_OTHER as u32,
         flags: 0,
-        nice,
+        nice: class.nice,
         priority: 0,
-        runtime,
+        runtime: class.slice_ns,
         deadline: 0,
         period: 0,
     };
@@ -167,61 +160,61 @@ fn set_class(tid: libc::pid_t, class: Class) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// The policy of thread `tid`, as the kernel reports it.
-    fn policy_of(tid: libc::pid_t) -> libc::c_int {
+    /// The nice value of thread `tid`, as the kernel reports it.
+    fn nice_of(tid: libc::pid_t) -> i32 {
         // SAFETY: a plain syscall.
-        unsafe { libc::sched_getscheduler(tid) }
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) }
+    }
+
+    /// Starts `priority` on a thread of its own (with `waiters` already
+    /// waiting), runs `check` with its id, then lets it end.
+    fn on_applier_thread(waiters: usize, check: impl FnOnce(&Priority, libc::pid_t)) {
+        let priority = std::sync::Arc::new(Priority::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let applier = {
+            let priority = priority.clone();
+            std::thread::spawn(move || {
+                priority.start(waiters);
+                // SAFETY: a plain syscall.
+                let _ = tx.send(unsafe { libc::gettid() });
+                let _ = done_rx.recv();
+            })
+        };
+        let tid = rx.recv().expect("the thread reports its id");
+        check(&priority, tid);
+        let _ = done_tx.send(());
+        applier.join().expect("the thread ends");
     }
 
     #[test]
     fn raised_exactly_while_waited_for() {
-        let priority = std::sync::Arc::new(Priority::default());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let applier = {
-            let priority = priority.clone();
-            std::thread::spawn(move || {
-                priority.start(0);
-                // SAFETY: a plain syscall.
-                let _ = tx.send(unsafe { libc::gettid() });
-                let _ = done_rx.recv();
-            })
-        };
-        let tid = rx.recv().expect("the thread reports its id");
-        if !priority.background.load(Ordering::Relaxed) {
-            // Not permitted here: the fallback is nice 19, never SCHED_IDLE.
-            assert_eq!(policy_of(tid), libc::SCHED_OTHER);
-        } else {
-            assert_eq!(policy_of(tid), libc::SCHED_IDLE);
+        let own = nice_of(0);
+        on_applier_thread(0, |priority, tid| {
+            assert_eq!(nice_of(tid), 19, "in the background from the start");
+            if !priority.raisable.load(Ordering::Relaxed) {
+                return; // not permitted here: it stays at 19
+            }
             priority.waiting(1);
-            assert_eq!(policy_of(tid), libc::SCHED_OTHER);
+            assert_eq!(nice_of(tid), own);
             priority.waiting(2);
             priority.done_waiting(1);
-            assert_eq!(policy_of(tid), libc::SCHED_OTHER, "one still waits");
+            assert_eq!(nice_of(tid), own, "one still waits");
             priority.done_waiting(0);
-            assert_eq!(policy_of(tid), libc::SCHED_IDLE);
-        }
-        let _ = done_tx.send(());
-        applier.join().expect("the thread ends");
+            assert_eq!(nice_of(tid), 19);
+        });
     }
 
     #[test]
     fn starts_raised_when_already_waited_for() {
-        let priority = std::sync::Arc::new(Priority::default());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let applier = {
-            let priority = priority.clone();
-            std::thread::spawn(move || {
-                priority.start(1);
-                // SAFETY: a plain syscall.
-                let _ = tx.send(unsafe { libc::gettid() });
-                let _ = done_rx.recv();
-            })
-        };
-        let tid = rx.recv().expect("the thread reports its id");
-        assert_eq!(policy_of(tid), libc::SCHED_OTHER);
-        let _ = done_tx.send(());
-        applier.join().expect("the thread ends");
+        let own = nice_of(0);
+        on_applier_thread(1, |priority, tid| {
+            let expected = if priority.raisable.load(Ordering::Relaxed) {
+                own
+            } else {
+                19
+            };
+            assert_eq!(nice_of(tid), expected);
+        });
     }
 }
