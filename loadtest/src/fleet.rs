@@ -273,10 +273,8 @@ impl PreciseTimer {
     /// Arms (or disarms) the timer for a poll with `timeout`; returns the
     /// timeout to give epoll.
     fn arm(&mut self, timeout: Option<Duration>) -> io::Result<Option<Duration>> {
-        // Clear an expiry that fired while the poll was busy elsewhere.
-        let mut expirations = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a local buffer; EAGAIN is fine.
-        let _ = unsafe { libc::read(self.fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
+        // An expiry is never read: setting the timer again clears it, and
+        // the edge-triggered poll reports only a new one.
         let precise = timeout.filter(|t| !t.is_zero() && *t < Duration::from_millis(1));
         if precise.is_none() && !self.armed {
             return Ok(timeout);
