@@ -76,11 +76,12 @@ impl From<LogError> for StoreError {
     }
 }
 
-/// How far SQLite is, and how many threads wait for it to get further.
+/// How far SQLite is, and the applier's scheduling, raised while anyone
+/// waits for it to get further.
 struct Applied {
     /// The last lsn SQLite holds.
     lsn: u64,
-    waiters: usize,
+    priority: Priority,
 }
 
 /// The state the writer, the applier and the readers share.
@@ -89,8 +90,6 @@ pub struct Shared {
     durable: AtomicU64,
     applied: Mutex<Applied>,
     caught_up: Condvar,
-    /// The applier's scheduling, raised while `Applied::waiters` > 0.
-    priority: Priority,
     stopping: AtomicBool,
     /// Tells the applier a reader is waiting: commit what you have.
     nudge: Sender<()>,
@@ -101,9 +100,11 @@ impl Shared {
         Shared {
             nudge,
             durable: AtomicU64::new(lsn),
-            applied: Mutex::new(Applied { lsn, waiters: 0 }),
+            applied: Mutex::new(Applied {
+                lsn,
+                priority: Priority::default(),
+            }),
             caught_up: Condvar::new(),
-            priority: Priority::default(),
             stopping: AtomicBool::new(false),
         }
     }
@@ -117,8 +118,7 @@ impl Shared {
             return Ok(());
         }
         let _ = self.nudge.try_send(());
-        applied.waiters += 1;
-        self.priority.waiting(applied.waiters);
+        applied.priority.wait_begins();
         while applied.lsn < lsn {
             if self
                 .caught_up
@@ -128,8 +128,7 @@ impl Shared {
                 break;
             }
         }
-        applied.waiters -= 1;
-        self.priority.done_waiting(applied.waiters);
+        applied.priority.wait_ends();
         if applied.lsn < lsn {
             return Err(StoreError::Unavailable(format!(
                 "SQLite is behind the journal (at {}, waiting for {lsn})",
@@ -153,8 +152,7 @@ impl Shared {
 
     /// The applier thread's first call: it takes its place in the CPU queue.
     fn applier_started(&self) {
-        let applied = self.applied.lock();
-        self.priority.start(applied.waiters);
+        self.applied.lock().priority.start();
     }
 
     fn is_stopping(&self) -> bool {

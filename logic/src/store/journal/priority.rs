@@ -15,18 +15,18 @@
 //! with the threads that carry messages (SQLite's WAL index, the journal's
 //! own mutex, channel internals): preempted while holding one, a
 //! `SCHED_IDLE` thread waits for an idle core before it lets go, and in
-//! minute-long runs the p99.9 doubled. Nice 19 keeps a small share.
+//! minute-long runs the p99.9 rose by half or more. Nice 19 keeps a small
+//! share.
 //!
 //! Under full load even nice 19 makes the readers waiting for the applier
-//! wait long (a reconnect storm beside a saturating send load took three
-//! times as long as at nice 0). So whoever waits for it raises it to the
-//! server's own nice value for as long as anybody waits
-//! ([`Priority::waiting`], [`Priority::done_waiting`]). Coming back from
+//! wait long (a reconnect storm beside a saturating send load: 1.15 and
+//! 1.21 s, against 0.77 and 0.94 s with the applier raised while they
+//! wait). So whoever waits for it raises it to the server's own nice value
+//! for as long as anybody waits ([`Priority::wait_begins`],
+//! [`Priority::wait_ends`]). Coming back from
 //! nice 19 needs `CAP_SYS_NICE` or an `RLIMIT_NICE` that allows the
 //! server's nice value (systemd: `LimitNICE=+0`); without it the applier
 //! stays at nice 19 and readers wait longer under full load.
-
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// The applier's class while nobody waits for it.
 const BACKGROUND: Class = Class {
@@ -34,66 +34,67 @@ const BACKGROUND: Class = Class {
     slice_ns: 100_000,
 };
 
-/// The applier thread's scheduling, changed by the applier itself at start
-/// and by the threads that wait for it. Callers serialize `start`,
-/// `waiting` and `done_waiting` (the journal calls them under its
-/// `applied` lock), so the applier is raised exactly while a waiter counts.
+/// The applier thread's scheduling and who waits for it. It lives under
+/// the journal's `applied` lock, so the applier is raised exactly while
+/// a waiter counts.
 #[derive(Default)]
 pub struct Priority {
-    /// The applier's thread id; 0 until it has started.
-    tid: AtomicI32,
-    /// Its nice value at start: the priority it is raised to.
-    nice: AtomicI32,
-    /// Whether it can be raised again (see the module doc).
-    raisable: AtomicBool,
+    /// The applier's thread id; `None` until it has started.
+    tid: Option<libc::pid_t>,
+    /// Its class at start, which it is raised to; `None` when it cannot
+    /// come back there from the background (see the module doc).
+    raised: Option<Class>,
+    /// Threads waiting for the applier.
+    waiters: usize,
 }
 
 impl Priority {
-    /// Called on the applier thread as it starts. `waiters`: how many wait
-    /// for it already (it stays raised for them).
-    pub fn start(&self, waiters: usize) {
+    /// Called on the applier thread as it starts: it moves to the
+    /// background, unless a thread waits for it already.
+    pub fn start(&mut self) {
         // SAFETY: plain syscalls about the calling thread.
         let (tid, nice) = unsafe { (libc::gettid(), libc::getpriority(libc::PRIO_PROCESS, 0)) };
-        self.tid.store(tid, Ordering::Relaxed);
-        self.nice.store(nice, Ordering::Relaxed);
-        let raisable = can_come_back(nice);
-        self.raisable.store(raisable, Ordering::Relaxed);
-        if raisable && waiters > 0 {
-            return;
-        }
+        let own = Class { nice, slice_ns: 0 };
         if let Err(e) = set_class(0, BACKGROUND) {
             log::warn!("journal applier: cannot lower its priority: {e}");
+            return;
         }
-        if raisable {
-            log::debug!("journal applier: nice 19, raised to nice {nice} while waited for");
-        } else {
+        // Whether it may come back is the kernel's rule; ask it.
+        if set_class(0, own).is_err() {
             log::info!(
                 "journal applier: nice 19, and readers waiting for it cannot raise it \
                  (no CAP_SYS_NICE, RLIMIT_NICE too low; see docs/operations.md)"
             );
+            return;
+        }
+        self.tid = Some(tid);
+        self.raised = Some(own);
+        log::debug!("journal applier: nice 19, raised to nice {nice} while waited for");
+        if self.waiters == 0 {
+            self.set(BACKGROUND);
         }
     }
 
-    /// A thread starts waiting for the applier; `waiters` counts it.
-    pub fn waiting(&self, waiters: usize) {
-        if waiters == 1 {
-            let nice = self.nice.load(Ordering::Relaxed);
-            self.set(Class { nice, slice_ns: 0 });
+    /// A thread starts waiting for the applier.
+    pub fn wait_begins(&mut self) {
+        self.waiters += 1;
+        if self.waiters == 1 {
+            if let Some(raised) = self.raised {
+                self.set(raised);
+            }
         }
     }
 
-    /// A thread stopped waiting; `waiters` no longer counts it.
-    pub fn done_waiting(&self, waiters: usize) {
-        if waiters == 0 {
+    /// A thread stops waiting for the applier.
+    pub fn wait_ends(&mut self) {
+        self.waiters -= 1;
+        if self.waiters == 0 {
             self.set(BACKGROUND);
         }
     }
 
     fn set(&self, class: Class) {
-        let tid = self.tid.load(Ordering::Relaxed);
-        if tid == 0 || !self.raisable.load(Ordering::Relaxed) {
-            return;
-        }
+        let Some(tid) = self.tid else { return };
         if let Err(e) = set_class(tid, class) {
             log::warn!("journal applier: cannot change its priority: {e}");
         }
@@ -101,23 +102,10 @@ impl Priority {
 }
 
 /// A SCHED_OTHER nice value and slice (`slice_ns` 0: the kernel's default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 struct Class {
     nice: i32,
     slice_ns: u64,
-}
-
-/// Whether a thread of this process can go to the background class and
-/// come back to `nice`: tried on a thread of its own, which is then dropped.
-fn can_come_back(nice: i32) -> bool {
-    std::thread::Builder::new()
-        .name("im-sched-probe".into())
-        .spawn(move || {
-            set_class(0, BACKGROUND).is_ok() && set_class(0, Class { nice, slice_ns: 0 }).is_ok()
-        })
-        .ok()
-        .and_then(|probe| probe.join().ok())
-        .unwrap_or(false)
 }
 
 /// `struct sched_attr`, version 0 (linux/sched/types.h); the libc crate
@@ -168,14 +156,21 @@ mod tests {
 
     /// Starts `priority` on a thread of its own (with `waiters` already
     /// waiting), runs `check` with its id, then lets it end.
-    fn on_applier_thread(waiters: usize, check: impl FnOnce(&Priority, libc::pid_t)) {
-        let priority = std::sync::Arc::new(Priority::default());
+    fn on_applier_thread(
+        waiters: usize,
+        check: impl FnOnce(&std::sync::Mutex<Priority>, libc::pid_t),
+    ) {
+        let mut priority = Priority::default();
+        for _ in 0..waiters {
+            priority.wait_begins();
+        }
+        let priority = std::sync::Arc::new(std::sync::Mutex::new(priority));
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let applier = {
             let priority = priority.clone();
             std::thread::spawn(move || {
-                priority.start(waiters);
+                priority.lock().unwrap().start();
                 // SAFETY: a plain syscall.
                 let _ = tx.send(unsafe { libc::gettid() });
                 let _ = done_rx.recv();
@@ -191,16 +186,17 @@ mod tests {
     fn raised_exactly_while_waited_for() {
         let own = nice_of(0);
         on_applier_thread(0, |priority, tid| {
+            let mut priority = priority.lock().unwrap();
             assert_eq!(nice_of(tid), 19, "in the background from the start");
-            if !priority.raisable.load(Ordering::Relaxed) {
+            if priority.raised.is_none() {
                 return; // not permitted here: it stays at 19
             }
-            priority.waiting(1);
+            priority.wait_begins();
             assert_eq!(nice_of(tid), own);
-            priority.waiting(2);
-            priority.done_waiting(1);
+            priority.wait_begins();
+            priority.wait_ends();
             assert_eq!(nice_of(tid), own, "one still waits");
-            priority.done_waiting(0);
+            priority.wait_ends();
             assert_eq!(nice_of(tid), 19);
         });
     }
@@ -209,7 +205,7 @@ mod tests {
     fn starts_raised_when_already_waited_for() {
         let own = nice_of(0);
         on_applier_thread(1, |priority, tid| {
-            let expected = if priority.raisable.load(Ordering::Relaxed) {
+            let expected = if priority.lock().unwrap().raised.is_some() {
                 own
             } else {
                 19
