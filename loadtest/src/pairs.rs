@@ -225,8 +225,7 @@ pub fn run(config: &PairsConfig) -> anyhow::Result<PairsReport> {
                     sender.blocked = true;
                     continue;
                 }
-                let late_us = now_ns.saturating_sub(at) / 1_000;
-                let _ = state.late.record(late_us.max(1));
+                record_since(&mut state.late, at, now_ns);
                 state.send(&mut fleet, i, at);
                 if let Some(next) = state.senders[i].schedule.due(state.senders[i].sent) {
                     due.push(Reverse((next.as_nanos() as u64, i)));
@@ -331,8 +330,7 @@ impl LatencyLog {
         Ok(log)
     }
 
-    fn delivered(&mut self, intended_ns: u64, now_ns: u64) {
-        let latency_us = now_ns.saturating_sub(intended_ns) / 1_000;
+    fn delivered(&mut self, intended_ns: u64, latency_us: u64) {
         self.write(format_args!("{} {latency_us}\n", intended_ns / 1_000));
     }
 
@@ -351,6 +349,14 @@ impl LatencyLog {
             Some(e) => Err(anyhow::anyhow!("writing the latency log: {e}")),
         }
     }
+}
+
+/// Records the time from `since_ns` to `now_ns` in a microsecond histogram
+/// (at least 1 µs, its lowest value); returns it.
+fn record_since(histogram: &mut Histogram<u64>, since_ns: u64, now_ns: u64) -> u64 {
+    let us = (now_ns.saturating_sub(since_ns) / 1_000).max(1);
+    let _ = histogram.record(us);
+    us
 }
 
 /// Microsecond histogram from 1 µs to 10 minutes, 3 significant digits.
@@ -453,9 +459,7 @@ impl Run {
                 let Some(i) = role.sender else { return };
                 if let Some(intended) = self.senders[i].in_flight.remove(&frame.req_id) {
                     self.acked += 1;
-                    let _ = self
-                        .ack
-                        .record((now_ns.saturating_sub(intended) / 1_000).max(1));
+                    record_since(&mut self.ack, intended, now_ns);
                     self.checker
                         .acked(resp.msg_id, self.senders[i].targets.clone());
                     self.on_slot(fleet, i, due);
@@ -479,12 +483,10 @@ impl Run {
                     },
                 );
                 if let Some((intended, _)) = parse_payload(&message.content) {
+                    let latency_us = record_since(&mut self.deliver, intended, now_ns);
                     if let Some(log) = self.log.as_mut() {
-                        log.delivered(intended, now_ns);
+                        log.delivered(intended, latency_us);
                     }
-                    let _ = self
-                        .deliver
-                        .record((now_ns.saturating_sub(intended) / 1_000).max(1));
                 }
                 let conversation = message.from_uid.min(message.to_uid) << 32
                     | message.from_uid.max(message.to_uid);
