@@ -11,11 +11,11 @@
 //! running thread keeps its slice (1.4 ms on two cores) and the scheduler
 //! looks again only at the tick (traced in docs/benchmarks.md).
 //!
-//! `SCHED_IDLE` gives a core up faster still, but the applier shares locks
-//! with the threads that carry messages (SQLite's WAL index, the journal's
-//! own mutex, channel internals): preempted while holding one, a
-//! `SCHED_IDLE` thread waits for an idle core before it lets go, and in
-//! minute-long runs the p99.9 rose by half or more. Nice 19 keeps a small
+//! `SCHED_IDLE` gives a core up faster still, but in minute-long runs the
+//! p99.9 rose by half or more; likely because the applier shares locks with
+//! the threads that carry messages (SQLite's WAL index, the journal's own
+//! mutex, channel internals), and a `SCHED_IDLE` thread preempted holding
+//! one waits for an idle core before it lets go. Nice 19 keeps a small
 //! share.
 //!
 //! Under full load even nice 19 makes the readers waiting for the applier
