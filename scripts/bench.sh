@@ -3,8 +3,10 @@
 # idle memory, durable throughput, latency at a fixed rate, reconnect storm.
 # Prints a markdown table of results (and writes it to --out FILE).
 #
-#   scripts/bench.sh [--quick] [--out FILE] [--mysql] [--redis]
+#   scripts/bench.sh [--quick] [--out FILE] [--mysql] [--redis] [--bin DIR]
 #
+# --bin DIR: run the im-server and im-loadtest in DIR instead of building
+# them (to compare a previous build back to back with this one).
 # --quick: smaller numbers, for a try-out. --mysql: storage.backend = "mysql"
 # on the local MariaDB (127.0.0.1:3306, root), a fresh database per benchmark.
 # --redis: Redis at 127.0.0.1:6379 beside the store, a key prefix per benchmark.
@@ -13,7 +15,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 args="$*"
-quick=0 out= backend_toml= redis=0
+quick=0 out= backend_toml= redis=0 bin=
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
@@ -21,14 +23,17 @@ while [ $# -gt 0 ]; do
     # MariaDB/MySQL on 127.0.0.1:3306 (a database per benchmark, created by the server).
     --mysql) backend_toml=mysql ;;
     --redis) redis=1 ;;
-    *) echo "usage: $0 [--quick] [--out FILE] [--mysql] [--redis]" >&2; exit 2 ;;
+    --bin) bin=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--out FILE] [--mysql] [--redis] [--bin DIR]" >&2; exit 2 ;;
   esac
   shift
 done
 if [ $quick = 1 ]; then idle=2000 secs=3 storm=1000; else idle=15000 secs=10 storm=10000; fi
 
-cargo build --release -q -p im-gateway -p im-loadtest
-bin=target/release
+if [ -z "$bin" ]; then
+  cargo build --release -q -p im-server -p im-loadtest
+  bin=target/release
+fi
 export IM_AUTH_SECRET=bench-secret
 dir=$(mktemp -d)
 cleanup() {
@@ -57,22 +62,22 @@ rows=()
 row() { rows+=("| $1 | $2 | \`$3\` |"); }
 
 # Each benchmark on a fresh server and data dir, so none inherits another's data.
-start_server "$bin/im-gateway" "$port" "$dir/idle" "$(storage_toml idle)"
+start_server "$bin/im-server" "$port" "$dir/idle" "$(storage_toml idle)"
 r=$(lt idle --connections $idle --duration 3 --server-pid "$SERVER_PID")
 row "idle memory" "$(json_field "$r" connections) sessions, $(json_field "$r" server_rss_bytes_per_conn) B server RSS each" "im-loadtest idle --connections $idle --server-pid PID"
 stop_server
 
-start_server "$bin/im-gateway" "$port" "$dir/tput" "$(storage_toml tput)"
+start_server "$bin/im-server" "$port" "$dir/tput" "$(storage_toml tput)"
 r=$(lt pairs --pairs 10 --window 64 --duration $secs)
 row "durable throughput" "$(json_field "$r" delivered_per_sec) delivered/s, lost $(json_field "$r" lost), ack p99 $(json_field "$r" ack_p99_ms) ms" "im-loadtest pairs --pairs 10 --window 64 --duration $secs"
 stop_server
 
-start_server "$bin/im-gateway" "$port" "$dir/lat" "$(storage_toml lat)"
+start_server "$bin/im-server" "$port" "$dir/lat" "$(storage_toml lat)"
 r=$(lt pairs --pairs 50 --rate 20000 --duration $secs)
 row "latency at 20,000 msg/s" "deliver p50 $(json_field "$r" deliver_p50_ms) / p99 $(json_field "$r" deliver_p99_ms) / p99.9 $(json_field "$r" deliver_p999_ms) ms (sends late: p99 $(json_field "$r" late_p99_ms) ms)" "im-loadtest pairs --pairs 50 --rate 20000 --duration $secs"
 stop_server
 
-start_server "$bin/im-gateway" "$port" "$dir/storm" "$(storage_toml storm)"
+start_server "$bin/im-server" "$port" "$dir/storm" "$(storage_toml storm)"
 r=$(lt storm --clients $storm --messages 2)
 row "reconnect storm" "$(json_field "$r" clients) clients back in sync in $(json_field "$r" resync_secs) s, failed $(json_field "$r" failed)" "im-loadtest storm --clients $storm --messages 2"
 stop_server

@@ -1,4 +1,4 @@
-# Shared by scripts/smoke.sh and scripts/bench.sh: start an im-gateway on a
+# Shared by scripts/smoke.sh and scripts/bench.sh: start an im-server on a
 # fresh data dir, wait for its port, stop it. Source it; do not run it.
 
 # start_server BIN PORT DATA_DIR [EXTRA_TOML]: sets SERVER_PID.
@@ -22,11 +22,11 @@ TOML
   for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      echo "im-gateway exited at start:" >&2; cat "$dir/server.log" >&2; return 1
+      echo "im-server exited at start:" >&2; cat "$dir/server.log" >&2; return 1
     fi
     sleep 0.1
   done
-  echo "im-gateway did not open port $port" >&2
+  echo "im-server did not open port $port" >&2
   return 1
 }
 

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # A few seconds of each load-test mode against the real binaries, so that
-# im-loadtest and im-gateway cannot rot apart. CI runs it.
+# im-loadtest and im-server cannot rot apart. CI runs it.
 #   scripts/smoke.sh [target-dir-profile]   (default: debug)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 profile=${1:-debug}
 bin=target/$profile
-if [ "$profile" = release ]; then cargo build --release -q -p im-gateway -p im-loadtest; else cargo build -q -p im-gateway -p im-loadtest; fi
+if [ "$profile" = release ]; then cargo build --release -q -p im-server -p im-loadtest; else cargo build -q -p im-server -p im-loadtest; fi
 export IM_AUTH_SECRET=smoke-secret
 dir=$(mktemp -d)
 trap 'stop_server; rm -rf "$dir"' EXIT
 # Below 32768: the ephemeral range (32768-60999) is where the load tester's own
 # connections take their ports, and a server cannot listen on one in use.
 port=$((20000 + RANDOM % 12000))
-start_server "$bin/im-gateway" "$port" "$dir/data"
+start_server "$bin/im-server" "$port" "$dir/data"
 
 "$bin/im-loadtest" pairs --addr "127.0.0.1:$port" --pairs 5 --devices 2 --bidir --messages 2000 --json | tail -1
 "$bin/im-loadtest" pairs --addr "127.0.0.1:$port" --pairs 5 --rate 500 --duration 2 --uid-base 1000 --json | tail -1

@@ -1,26 +1,11 @@
-//! Configuration: one TOML file, every field with a default.
-//!
-//! Precedence, lowest to highest: built-in defaults, the file given with
-//! `--config`, environment variables (`IM_AUTH_SECRET`, `IM_REDIS_URL`), command-line flags
-//! (`--listen`, `--data-dir`). `im-gateway --print-config` prints the result.
-//! `config/im.example.toml` documents every field.
+//! `[gateway]`: the connection tier's section of the configuration file.
+//! The file as a whole is read by the binary that runs the tier (the
+//! `server` crate); this section's check is here, beside what it configures.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
+use runtime::config::{Invalid, positive, socket_addr};
 use serde::{Deserialize, Serialize};
-
-/// The whole file: the gateway's sections and the logic tier's.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub gateway: GatewayConfig,
-    pub admin: AdminConfig,
-    pub auth: logic::config::AuthConfig,
-    pub storage: logic::config::StorageConfig,
-    pub logic: logic::config::LogicConfig,
-    pub redis: logic::config::RedisConfig,
-}
 
 /// `[gateway]`: the connection tier.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,86 +59,11 @@ impl Default for GatewayConfig {
     }
 }
 
-/// `[admin]`: the HTTP port for `/metrics` and `/healthz`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Loopback by default; empty turns the admin port off.
-    pub listen: String,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            listen: "127.0.0.1:9100".into(),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Parse {
-        path: String,
-        source: toml::de::Error,
-    },
-    #[error("invalid {field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
-}
-
-impl Config {
-    /// Reads `path` (defaults for anything it leaves out), then applies the
-    /// environment.
-    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut config = match path {
-            None => Config::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.display().to_string(),
-                    source,
-                })?
-            }
-        };
-        config.auth.apply_env();
-        config.redis.apply_env();
-        Ok(config)
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.gateway.validate()?;
-        if !self.admin.listen.is_empty() {
-            parse_addr("admin.listen", &self.admin.listen)?;
-        }
-        self.logic
-            .validate()
-            .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
-        self.redis
-            .validate()
-            .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
-        // A message, with its envelope, must fit in one frame.
-        if self.logic.max_content_bytes + 1024 > self.gateway.max_frame {
-            return Err(invalid(
-                "logic.max_content_bytes",
-                "must be at least 1024 bytes below gateway.max_frame",
-            ));
-        }
-        Ok(())
-    }
-}
-
 impl GatewayConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        parse_addr("gateway.listen", &self.listen)?;
-        let positive = [
+    /// Checks the section; the error names the field.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.listen_addr()?;
+        positive(&[
             ("gateway.max_connections", self.max_connections as u64),
             ("gateway.login_timeout_secs", self.login_timeout_secs),
             ("gateway.heartbeat_secs", self.heartbeat_secs as u64),
@@ -163,20 +73,15 @@ impl GatewayConfig {
             ),
             ("gateway.inbound_burst", self.inbound_burst as u64),
             ("gateway.accept_batch", self.accept_batch as u64),
-        ];
-        for (field, value) in positive {
-            if value == 0 {
-                return Err(invalid(field, "must be at least 1"));
-            }
-        }
+        ])?;
         if !(64..=u32::MAX as usize).contains(&self.max_frame) {
-            return Err(invalid(
+            return Err(Invalid::new(
                 "gateway.max_frame",
                 "must be 64 to 4294967295 bytes",
             ));
         }
         if self.max_outbound_bytes < self.max_frame {
-            return Err(invalid(
+            return Err(Invalid::new(
                 "gateway.max_outbound_bytes",
                 "must hold at least one frame of max_frame bytes",
             ));
@@ -184,9 +89,13 @@ impl GatewayConfig {
         Ok(())
     }
 
-    /// Worker threads to run: the configured number, or half the cores.
-    /// On 2 cores, 1 worker delivered 95,700 and 99,500 msg/s where 2
-    /// delivered 79,600 and 92,900 (docs/benchmarks.md).
+    /// The client address to listen on.
+    pub fn listen_addr(&self) -> Result<SocketAddr, Invalid> {
+        socket_addr("gateway.listen", &self.listen)
+    }
+
+    /// Worker threads to run: the configured number, or half the cores (on
+    /// two cores one worker delivers more than two: docs/benchmarks.md).
     pub fn worker_count(&self) -> usize {
         match self.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
@@ -195,50 +104,28 @@ impl GatewayConfig {
     }
 }
 
-fn invalid(field: &'static str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        reason: reason.into(),
-    }
-}
-
-pub fn parse_addr(field: &'static str, addr: &str) -> Result<SocketAddr, ConfigError> {
-    addr.parse().map_err(|e| ConfigError::Invalid {
-        field,
-        reason: format!("{addr:?} is not an ip:port address ({e})"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn defaults_are_valid() {
-        Config::default().validate().unwrap();
+        GatewayConfig::default().validate().unwrap();
     }
 
     #[test]
-    fn a_partial_file_keeps_defaults_for_the_rest() {
-        let config: Config = toml::from_str("[gateway]\nheartbeat_secs = 5\n").unwrap();
-        assert_eq!(config.gateway.heartbeat_secs, 5);
-        assert_eq!(config.gateway.max_frame, 65_536);
-    }
-
-    #[test]
-    fn unknown_fields_and_bad_values_are_refused() {
-        assert!(toml::from_str::<Config>("[gateway]\nlisten_port = 1\n").is_err());
-        let mut config = Config::default();
-        config.gateway.listen = "localhost".into();
-        assert!(matches!(
-            config.validate(),
-            Err(ConfigError::Invalid {
-                field: "gateway.listen",
-                ..
-            })
-        ));
-        let mut config = Config::default();
-        config.gateway.max_outbound_bytes = 10;
-        assert!(config.validate().is_err());
+    fn bad_values_are_refused_by_name() {
+        let refused = |tweak: fn(&mut GatewayConfig)| {
+            let mut config = GatewayConfig::default();
+            tweak(&mut config);
+            config.validate().unwrap_err().field
+        };
+        assert_eq!(refused(|c| c.listen = "localhost".into()), "gateway.listen");
+        assert_eq!(
+            refused(|c| c.max_outbound_bytes = 10),
+            "gateway.max_outbound_bytes"
+        );
+        assert_eq!(refused(|c| c.max_frame = 10), "gateway.max_frame");
+        assert_eq!(refused(|c| c.heartbeat_secs = 0), "gateway.heartbeat_secs");
     }
 }

@@ -20,18 +20,18 @@
 //!
 //! Files, in the order a frame passes through them: [`listener`] accepts,
 //! [`worker`] runs the event loop, [`session`] holds one connection's
-//! buffers and state, [`link`] crosses to the logic tier and back,
-//! [`metrics`] and [`admin`] report, [`config`] configures, [`node`] wires a
-//! complete single-node server. `docs/lifetime-of-a-message.md` follows one
-//! frame through them by function.
+//! buffers and state over its [`transport`], [`link`] crosses to the logic
+//! tier and back, [`metrics`] counts, [`config`] configures.
+//! `docs/lifetime-of-a-message.md` follows one frame through them by
+//! function. The crate knows the logic tier only as the other end of the
+//! link: the `server` crate wires the two together.
 
-pub mod admin;
 pub mod config;
 pub mod link;
 pub mod listener;
 pub mod metrics;
-pub mod node;
 pub mod session;
+pub mod transport;
 pub mod worker;
 
 use std::io;
@@ -42,7 +42,7 @@ use std::thread::{self, JoinHandle};
 
 use mio::{Poll, Waker};
 
-pub use config::{Config, ConfigError, GatewayConfig};
+pub use config::GatewayConfig;
 pub use link::{LocalUplink, Mailboxes, Uplink, UplinkError};
 pub use metrics::Metrics;
 
@@ -50,8 +50,18 @@ use crate::link::{Inbox, Mailbox, Wake};
 use crate::listener::{Handoff, Listener};
 use crate::worker::{Worker, WorkerParts};
 
+/// Why a gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] runtime::config::Invalid),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+}
+
 /// A running gateway: its threads, its address, its way down to the workers.
 pub struct GatewayHandle {
+    id: u64,
     local_addr: SocketAddr,
     shutdown: Arc<AtomicBool>,
     listener_wake: Arc<Wake>,
@@ -63,19 +73,26 @@ pub struct GatewayHandle {
 
 /// Binds `config.listen` and starts the listener and worker threads. Upcalls
 /// go to `uplink`; the logic tier answers through [`GatewayHandle::downlink`].
+/// The gateway picks its id ([`GatewayHandle::id`]) here: every session it
+/// reports to the logic tier carries it.
 pub fn start(
     config: &GatewayConfig,
     uplink: Arc<dyn Uplink>,
     metrics: &Metrics,
-) -> Result<GatewayHandle, ConfigError> {
+) -> Result<GatewayHandle, StartError> {
     config.validate()?;
-    let addr = config::parse_addr("gateway.listen", &config.listen)?;
-    let io_error = |e: io::Error| ConfigError::Invalid {
-        field: "gateway.listen",
-        reason: format!("cannot listen on {addr}: {e}"),
+    let addr = config.listen_addr()?;
+    let io_error = |what: &'static str| {
+        move |source: io::Error| StartError::Io {
+            what: format!("{what} (gateway.listen {addr})"),
+            source,
+        }
     };
-    let listener = Listener::bind(addr, config.listen_backlog).map_err(io_error)?;
-    let local_addr = listener.local_addr().map_err(io_error)?;
+    let listener =
+        Listener::bind(addr, config.listen_backlog).map_err(io_error("cannot listen"))?;
+    let local_addr = listener.local_addr().map_err(io_error("cannot listen"))?;
+    let id = gateway_id().map_err(io_error("cannot pick a gateway id"))?;
+    let io_error = io_error("cannot start the event loops");
     let shared = Arc::new(config.clone());
     let shutdown = Arc::new(AtomicBool::new(false));
     let open_connections = Arc::new(AtomicUsize::new(0));
@@ -83,7 +100,7 @@ pub fn start(
     let mut handoffs = Vec::new();
     let mut mailboxes = Vec::new();
     let mut workers = Vec::new();
-    for id in 0..config.worker_count() {
+    for worker in 0..config.worker_count() {
         let poll = Poll::new().map_err(io_error)?;
         let wake = Arc::new(Wake::new(
             Waker::new(poll.registry(), worker::WAKER_TOKEN).map_err(io_error)?,
@@ -100,7 +117,8 @@ pub fn start(
             unwoken: AtomicBool::new(false),
         });
         let parts = WorkerParts {
-            id: id as u32,
+            gateway: id,
+            id: worker as u32,
             poll,
             accepted: conn_rx,
             inbox: Inbox {
@@ -132,23 +150,33 @@ pub fn start(
     };
 
     let mut threads = Vec::new();
-    for (id, worker) in workers.into_iter().enumerate() {
-        threads.push(spawn(format!("im-worker-{id}"), move || worker.run()).map_err(io_error)?);
+    for (n, worker) in workers.into_iter().enumerate() {
+        threads.push(spawn(format!("im-worker-{n}"), move || worker.run()).map_err(io_error)?);
     }
     threads.push(spawn("im-listener".into(), move || listener.run()).map_err(io_error)?);
     log::info!(
-        "gateway listening on {local_addr} with {} workers",
+        "gateway {id:016x} listening on {local_addr} with {} workers",
         config.worker_count()
     );
     Ok(GatewayHandle {
+        id,
         local_addr,
         shutdown,
         listener_wake,
         worker_wakes,
         threads,
-        mailboxes: Mailboxes::new(mailboxes),
+        mailboxes: Mailboxes::new(id, mailboxes),
         open_connections,
     })
+}
+
+/// A random id: unique per process lifetime across every gateway of a
+/// deployment without any coordination (a restarted gateway is a new one, so
+/// nothing addressed to its previous run reaches its new sessions).
+fn gateway_id() -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(io::Error::other)?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
@@ -156,6 +184,11 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHand
 }
 
 impl GatewayHandle {
+    /// This gateway's id: `SessionId::gateway` of its sessions.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

@@ -8,14 +8,15 @@
 //! drain: under load many downcalls share one wake-up syscall.
 //!
 //! This file is the in-process implementation over `crossbeam-channel`; a
-//! TCP link for split deployments implements the same two traits.
+//! link across a socket implements the same two traits, carrying the calls
+//! in their wire form (`protocol::link::wire`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use logic::doorbell::Bell;
 use protocol::link::{Downcall, Downlink, Upcall};
+use runtime::doorbell::Bell;
 
 /// Why an upcall could not be handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +41,7 @@ pub trait Uplink: Send + Sync {
 }
 
 /// The in-process uplink: the logic tier's bounded upcall queue and the
-/// bell of its doorbell (`logic/src/doorbell.rs`).
+/// bell of its doorbell (`runtime/src/doorbell.rs`).
 pub struct LocalUplink {
     /// `None` once dropped (see `Drop`).
     queue: Option<Sender<Upcall>>,
@@ -135,12 +136,15 @@ pub struct Mailbox {
 /// Every worker's mailbox: the in-process [`Downlink`] the logic tier holds.
 #[derive(Clone)]
 pub struct Mailboxes {
+    /// The gateway whose workers these are (`SessionId::gateway`).
+    gateway: u64,
     workers: Arc<Vec<Mailbox>>,
 }
 
 impl Mailboxes {
-    pub fn new(workers: Vec<Mailbox>) -> Mailboxes {
+    pub fn new(gateway: u64, workers: Vec<Mailbox>) -> Mailboxes {
         Mailboxes {
+            gateway,
             workers: Arc::new(workers),
         }
     }
@@ -153,9 +157,13 @@ impl Mailboxes {
 
 impl Downlink for Mailboxes {
     fn send(&self, call: Downcall) {
-        let Some(mailbox) = self.workers.get(call.session().worker as usize) else {
-            log::warn!("downcall for unknown worker: {:?}", call.session());
-            return;
+        let session = call.session();
+        let mailbox = match self.workers.get(session.worker as usize) {
+            Some(mailbox) if session.gateway == self.gateway => mailbox,
+            _ => {
+                log::warn!("downcall for a session not of this gateway: {session:?}");
+                return;
+            }
         };
         // Unbounded: the logic tier must never block on a worker. A session
         // that cannot keep up is closed by its worker instead.

@@ -5,8 +5,8 @@
 //! (relaxed atomics, no shared cache line between workers on the hot path);
 //! a scrape sums the blocks.
 
-use protocol::metric_table;
-use protocol::metrics::{Kind, write_family, write_table};
+use runtime::metric_table;
+use runtime::metrics::{Kind, write_family, write_table};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 

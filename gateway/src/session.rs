@@ -1,5 +1,5 @@
-//! One client connection: its socket, where it is in the login handshake,
-//! its partial inbound frame and its queue of outbound frames.
+//! One client connection: its transport, where it is in the login
+//! handshake, its partial inbound frame and its queue of outbound frames.
 //!
 //! An idle session holds no buffer: the read buffer exists only while a
 //! partial frame is waiting for the rest of its bytes, and the outbound queue
@@ -7,14 +7,14 @@
 //! sessions at a couple of hundred bytes each (see docs/benchmarks.md).
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
+use std::io::{self, IoSlice};
 
 use bytes::{Buf, Bytes, BytesMut};
 use mio::Interest;
-use mio::net::TcpStream;
-use protocol::rate::TokenBucket;
 use protocol::{Frame, FrameCodec, FrameError};
+use runtime::rate::TokenBucket;
+
+use crate::transport::Transport;
 
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,8 @@ pub enum Fill {
 }
 
 pub struct Session {
-    pub stream: TcpStream,
+    /// The byte stream the frames travel on (see `transport.rs`).
+    pub transport: Transport,
     /// Unique per connection in this process; see `protocol::link::SessionId`.
     pub serial: u64,
     pub state: State,
@@ -96,9 +97,9 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(stream: TcpStream, serial: u64, now_ms: u64, burst: u32) -> Session {
+    pub fn new(transport: Transport, serial: u64, now_ms: u64, burst: u32) -> Session {
         Session {
-            stream,
+            transport,
             serial,
             state: State::AwaitingLogin,
             read_buf: BytesMut::new(),
@@ -120,7 +121,7 @@ impl Session {
     pub fn fill(&mut self, scratch: &mut [u8], budget: usize, until: ReadUntil) -> (usize, Fill) {
         let mut total = 0;
         while total < budget {
-            match self.stream.read(scratch) {
+            match self.transport.read(scratch) {
                 Ok(0) => return (total, Fill::Eof),
                 Ok(n) => {
                     self.read_buf.extend_from_slice(&scratch[..n]);
@@ -152,6 +153,21 @@ impl Session {
         self.read_buf = BytesMut::new();
     }
 
+    /// Reads and drops what the peer sends until the transport is empty.
+    /// Returns true at end-of-stream (or a read error): the peer is gone.
+    pub fn read_and_discard(&mut self, scratch: &mut [u8]) -> bool {
+        self.discard_input();
+        loop {
+            match self.transport.read(scratch) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+
     /// Queues an encoded frame; returns the bytes now queued.
     pub fn queue(&mut self, frame: Bytes) -> usize {
         self.out_bytes += frame.len();
@@ -172,7 +188,7 @@ impl Session {
                 .zip(slices.iter_mut())
                 .map(|(frame, slice)| *slice = IoSlice::new(frame))
                 .count();
-            match self.stream.write_vectored(&slices[..count]) {
+            match self.transport.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
@@ -219,26 +235,13 @@ impl Session {
         dropped
     }
 
-    /// The readiness to watch for: always readable, writable only while
-    /// something waits to be written.
+    /// The readiness to watch for: the transport's, given what is queued.
     pub fn interest(&self) -> Interest {
-        if self.has_output() {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        }
+        self.transport.interest(self.has_output())
     }
 
-    /// Makes the coming close abortive (RST): the kernel drops what it still
-    /// holds for the peer instead of keeping an orphaned socket around to
-    /// dribble megabytes to a client that stopped reading.
-    pub fn abort_on_close(&self) {
-        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(std::time::Duration::ZERO));
-    }
-
-    /// Sends FIN after whatever is written: the peer reads our last frame,
-    /// then end-of-stream.
-    pub fn shutdown_write(&self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+    /// Whether the poll must report WRITABLE for this session.
+    pub fn wants_writable(&self) -> bool {
+        self.has_output() || self.transport.wants_write()
     }
 }

@@ -12,10 +12,10 @@
 //! for.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
@@ -24,15 +24,17 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use protocol::body::{error_frame, kick_frame};
 use protocol::link::{Downcall, SessionId, Upcall};
-use protocol::timer::TimerWheel;
 use protocol::{Body, ErrorCode, Frame, FrameCodec, Sender, pb};
+use runtime::clock::unix_ms;
+use runtime::rate::Admit;
+use runtime::timer::TimerWheel;
 use slab::Slab;
 
 use crate::config::GatewayConfig;
 use crate::link::{Inbox, Uplink, UplinkError};
 use crate::metrics::{Block, CloseReason, Counter, Gauge};
 use crate::session::{Fill, ReadUntil, Session, State};
-use protocol::rate::Admit;
+use crate::transport::Transport;
 
 /// The waker's token; sessions use their slab key, which never gets this high.
 pub const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -67,6 +69,8 @@ struct Timer {
 
 /// What a worker needs from the outside world, handed over at start.
 pub struct WorkerParts {
+    /// The gateway this worker belongs to (`SessionId::gateway`).
+    pub gateway: u64,
     pub id: u32,
     pub poll: Poll,
     pub accepted: Receiver<TcpStream>,
@@ -79,6 +83,7 @@ pub struct WorkerParts {
 }
 
 pub struct Worker {
+    gateway: u64,
     id: u32,
     poll: Poll,
     sessions: Slab<Session>,
@@ -114,6 +119,7 @@ impl Worker {
     pub fn new(parts: WorkerParts, config: Arc<GatewayConfig>) -> Worker {
         let epoch = Instant::now();
         Worker {
+            gateway: parts.gateway,
             id: parts.id,
             poll: parts.poll,
             sessions: Slab::new(),
@@ -242,6 +248,7 @@ impl Worker {
 
     fn session_id(&self, slot: usize, serial: u64) -> SessionId {
         SessionId {
+            gateway: self.gateway,
             worker: self.id,
             slot: slot as u32,
             serial,
@@ -251,17 +258,18 @@ impl Worker {
     // ---- connections ------------------------------------------------------
 
     fn take_connections(&mut self, now: u64) {
-        while let Ok(mut stream) = self.accepted.try_recv() {
+        while let Ok(stream) = self.accepted.try_recv() {
             if self.draining_since.is_some() {
                 self.open_connections.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
             let entry = self.sessions.vacant_entry();
             let slot = entry.key();
+            let mut transport = Transport::Plain(stream);
             if let Err(e) =
                 self.poll
                     .registry()
-                    .register(&mut stream, Token(slot), Interest::READABLE)
+                    .register(&mut transport, Token(slot), Interest::READABLE)
             {
                 log::warn!("worker {}: cannot register connection: {e}", self.id);
                 self.open_connections.fetch_sub(1, Ordering::AcqRel);
@@ -269,7 +277,12 @@ impl Worker {
             }
             self.next_serial += 1;
             let serial = self.next_serial;
-            entry.insert(Session::new(stream, serial, now, self.config.inbound_burst));
+            entry.insert(Session::new(
+                transport,
+                serial,
+                now,
+                self.config.inbound_burst,
+            ));
             self.metrics.gauge(Gauge::Connections, 1);
             let deadline = now + self.config.login_timeout_secs * 1000;
             self.timers.schedule(
@@ -366,15 +379,8 @@ impl Worker {
         let Some(session) = self.sessions.get_mut(slot) else {
             return;
         };
-        session.discard_input();
-        loop {
-            match session.stream.read(&mut self.scratch) {
-                Ok(0) => return self.remove(slot),
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => return self.remove(slot),
-            }
+        if session.read_and_discard(&mut self.scratch) {
+            self.remove(slot);
         }
     }
 
@@ -634,7 +640,7 @@ impl Worker {
                 self.id,
                 session.state.uid()
             );
-            session.abort_on_close();
+            session.transport.abort_on_close();
             self.close(slot, CloseReason::SlowConsumer, None);
         } else {
             self.mark_dirty(slot);
@@ -682,16 +688,16 @@ impl Worker {
         }
         if session.state == State::Closing && !session.has_output() {
             // Last frame written: FIN, then wait for the peer's (or the linger timer).
-            session.shutdown_write();
+            session.transport.shutdown_write();
         }
-        let want_writable = session.has_output();
+        let want_writable = session.wants_writable();
         if want_writable != session.writable_registered {
             session.writable_registered = want_writable;
             let interest = session.interest();
             if let Err(e) =
                 self.poll
                     .registry()
-                    .reregister(&mut session.stream, Token(slot), interest)
+                    .reregister(&mut session.transport, Token(slot), interest)
             {
                 log::debug!("worker {}: reregister failed: {e}", self.id);
                 self.close(slot, CloseReason::IoError, None);
@@ -773,7 +779,7 @@ impl Worker {
         let unsent = session.drop_output();
         self.metrics.gauge(Gauge::OutboundBytes, -(unsent as i64));
         self.metrics.gauge(Gauge::Connections, -1);
-        let _ = self.poll.registry().deregister(&mut session.stream);
+        let _ = self.poll.registry().deregister(&mut session.transport);
         self.open_connections.fetch_sub(1, Ordering::AcqRel);
     }
 
@@ -792,11 +798,4 @@ fn uplink_message(e: UplinkError) -> &'static str {
         UplinkError::Full => "server busy, retry later",
         UplinkError::Disconnected => "logic tier unavailable",
     }
-}
-
-/// Wall-clock milliseconds, for the times we tell clients.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -9,8 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
+use client::ClientError;
 use gateway::metrics::{CloseReason, Gauge};
-use protocol::{Body, ClientError, ErrorCode, Frame, FrameCodec, pb};
+use protocol::{Body, ErrorCode, Frame, FrameCodec, pb};
 use support::*;
 
 fn encoded(frame: &Frame) -> Vec<u8> {
@@ -286,7 +287,7 @@ fn slow_consumer_is_closed_and_others_keep_flowing(workers: usize) {
     socket2::SockRef::from(&stalled)
         .set_recv_buffer_size(4096)
         .unwrap();
-    let mut stalled = protocol::Client::from_stream(stalled);
+    let mut stalled = client::Client::from_stream(stalled);
     stalled
         .login(1, "good", "phone", pb::Platform::Mobile)
         .unwrap();
@@ -447,7 +448,7 @@ fn a_frame_sent_with_the_close_is_handled_and_the_close_seen(workers: usize) {
     let gw = start(config(workers));
     let mut b = gw.login(2, "phone");
     let mut raw = TcpStream::connect(gw.addr).unwrap();
-    let mut a = protocol::Client::from_stream(raw.try_clone().unwrap());
+    let mut a = client::Client::from_stream(raw.try_clone().unwrap());
     a.set_timeout(TIMEOUT);
     a.login(1, "good", "phone", pb::Platform::Mobile).unwrap();
     // The last request and the end of stream leave together: the worker

@@ -171,7 +171,7 @@ impl Fleet {
         timeout: Duration,
     ) -> (Vec<Option<usize>>, Duration) {
         let started = Instant::now();
-        let expires = unix_secs() + 24 * 3600;
+        let expires = runtime::clock::unix_secs() + 24 * 3600;
         let mut keys = vec![None; who.len()];
         let mut pending = std::collections::HashMap::new();
         for (i, (uid, device)) in who.iter().enumerate() {
@@ -300,12 +300,6 @@ impl PreciseTimer {
         // Epoll's own timeout stays as a backstop.
         Ok(timeout)
     }
-}
-
-pub fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// A live progress line on a terminal (stderr), at most twice a second;

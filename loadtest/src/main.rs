@@ -153,7 +153,7 @@ fn main() {
 
 fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();
-    protocol::fd_limit::raise_to_hard_limit();
+    runtime::fd_limit::raise_to_hard_limit();
     let file: Workload = match &cli.common.workload {
         Some(path) => toml::from_str(
             &std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,

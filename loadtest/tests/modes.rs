@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use gateway::Config;
-use gateway::node::Node;
 use loadtest::{idle, pairs, storm};
+use server::Config;
+use server::Node;
 
 const SECRET: &str = "loadtest-test-secret";
 

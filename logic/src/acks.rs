@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::link::SessionId;
-use protocol::timer::TimerWheel;
+use runtime::timer::TimerWheel;
 
 /// Deadlines, configurable (the contract's defaults: 2 s, 4 s, 8 s).
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +116,7 @@ mod tests {
     use super::*;
 
     const S: SessionId = SessionId {
+        gateway: 1,
         worker: 0,
         slot: 1,
         serial: 1,

@@ -9,9 +9,9 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use protocol::token::{self, TokenError};
+use runtime::clock::unix_secs;
 
 use crate::config::AuthConfig;
 
@@ -86,12 +86,6 @@ fn write_private(path: &Path, contents: &str) -> io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()
-}
-
-pub fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

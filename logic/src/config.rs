@@ -1,7 +1,9 @@
 //! The logic tier's sections of the configuration file: `[auth]`,
-//! `[storage]` and `[logic]`. The file as a whole is read by the binary
-//! (see the gateway crate's `config.rs`).
+//! `[storage]`, `[logic]` and `[redis]`, each with the check that refuses
+//! what the tier would refuse at start. The file as a whole is read by the
+//! binary (the `server` crate's `config.rs`).
 
+use runtime::config::{Invalid, positive};
 use serde::{Deserialize, Serialize};
 
 /// `[auth]`: login tokens.
@@ -29,6 +31,10 @@ impl Default for AuthConfig {
 pub const SECRET_ENV: &str = "IM_AUTH_SECRET";
 
 impl AuthConfig {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        positive(&[("auth.token_ttl_secs", self.token_ttl_secs)])
+    }
+
     /// `IM_AUTH_SECRET`, when set and not empty, wins over the file.
     pub fn apply_env(&mut self) {
         if let Ok(secret) = std::env::var(SECRET_ENV) {
@@ -44,24 +50,86 @@ impl AuthConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// "sqlite" (embedded, the default) or "mysql".
-    pub backend: String,
+    pub backend: BackendKind,
     /// Where the embedded store and the generated secret live.
     pub data_dir: String,
     /// One URL per MySQL shard, in shard order (backend = "mysql").
     pub mysql_urls: Vec<String>,
     /// Embedded store: "full" (every commit fsynced: survives power loss)
     /// or "normal" (survives process crashes only). See docs/operations.md.
-    pub sqlite_synchronous: String,
+    pub sqlite_synchronous: Synchronous,
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The embedded store: a journal in front of SQLite, in `data_dir`.
+    Sqlite,
+    /// MySQL, MariaDB or TiDB, one database per shard.
+    Mysql,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Sqlite => "sqlite",
+            BackendKind::Mysql => "mysql",
+        }
+    }
+}
+
+/// `storage.sqlite_synchronous`: when the embedded store's commits reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Every commit fsynced before it is acknowledged: survives power loss.
+    Full,
+    /// fsync at checkpoints only: survives process crashes.
+    Normal,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            backend: "sqlite".into(),
+            backend: BackendKind::Sqlite,
             data_dir: "data".into(),
             mysql_urls: Vec::new(),
-            sqlite_synchronous: "full".into(),
+            sqlite_synchronous: Synchronous::Full,
         }
+    }
+}
+
+impl StorageConfig {
+    /// Checks the section; the error names the field. What only the
+    /// database can say (is it up, is the shard layout the one it was made
+    /// with) is found at start.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.data_dir.is_empty() {
+            return Err(Invalid::new("storage.data_dir", "must not be empty"));
+        }
+        if self.backend != BackendKind::Mysql {
+            return Ok(());
+        }
+        if self.mysql_urls.is_empty() {
+            return Err(Invalid::new(
+                "storage.mysql_urls",
+                "is empty: give one URL per shard",
+            ));
+        }
+        let mut names: Vec<String> = Vec::with_capacity(self.mysql_urls.len());
+        for (index, url) in self.mysql_urls.iter().enumerate() {
+            let name = crate::store::mysql::database_name(url)
+                .map_err(|reason| Invalid::new("storage.mysql_urls", reason))?;
+            if let Some(same) = names.iter().position(|n| *n == name) {
+                return Err(Invalid::new(
+                    "storage.mysql_urls",
+                    format!("shards {same} and {index} are both database `{name}`"),
+                ));
+            }
+            names.push(name);
+        }
+        Ok(())
     }
 }
 
@@ -129,8 +197,8 @@ impl Default for LogicConfig {
 
 impl LogicConfig {
     /// Checks the section; the error names the field.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let positive = [
+    pub fn validate(&self) -> Result<(), Invalid> {
+        positive(&[
             ("logic.queue_capacity", self.queue_capacity as u64),
             ("logic.messages_per_sec", self.messages_per_sec as u64),
             ("logic.message_burst", self.message_burst as u64),
@@ -140,17 +208,18 @@ impl LogicConfig {
             ("logic.push_resend_first_ms", self.push_resend_first_ms),
             ("logic.push_resend_second_ms", self.push_resend_second_ms),
             ("logic.push_close_ms", self.push_close_ms),
-        ];
-        for (field, value) in positive {
-            if value == 0 {
-                return Err((field, "must be at least 1".into()));
-            }
-        }
+        ])?;
         if self.node_id > crate::ids::MAX_NODE_ID {
-            return Err((
+            return Err(Invalid::new(
                 "logic.node_id",
                 format!("must be 0 to {}", crate::ids::MAX_NODE_ID),
             ));
+        }
+        crate::filter::ContentFilter::new(&self.content_filter)
+            .map_err(|e| Invalid::new("logic.content_filter", e.to_string()))?;
+        if !self.offline_webhook.is_empty() {
+            crate::offline::WebhookUrl::parse(&self.offline_webhook)
+                .map_err(|e| Invalid::new("logic.offline_webhook", e.to_string()))?;
         }
         Ok(())
     }
@@ -214,14 +283,14 @@ impl RedisConfig {
     }
 
     /// Checks the section; the error names the field.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if !self.enabled() {
             return Ok(());
         }
         if let Err(e) = redis::Client::open(self.url.as_str()) {
-            return Err(("redis.url", e.to_string()));
+            return Err(Invalid::new("redis.url", e.to_string()));
         }
-        let positive = [
+        positive(&[
             ("redis.timeout_ms", self.timeout_ms),
             ("redis.breaker_open_ms", self.breaker_open_ms),
             ("redis.presence_ttl_secs", self.presence_ttl_secs),
@@ -230,12 +299,6 @@ impl RedisConfig {
                 "redis.cached_conversations",
                 self.cached_conversations as u64,
             ),
-        ];
-        for (field, value) in positive {
-            if value == 0 {
-                return Err((field, "must be at least 1".into()));
-            }
-        }
-        Ok(())
+        ])
     }
 }

@@ -3,9 +3,9 @@
 //! The pipeline and the writer each write their own counters (relaxed
 //! atomics, no locks); gauges are set by the thread that owns the state.
 
-use protocol::metric_table;
-use protocol::metrics::{Cells, Kind, write_family, write_table};
 use protocol::pb::ErrorCode;
+use runtime::metric_table;
+use runtime::metrics::{Cells, Kind, write_family, write_table};
 
 metric_table! { pub Counter, COUNTERS,
     Logins => "im_logic_logins_total", "Logins whose token verified.";

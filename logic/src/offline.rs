@@ -58,11 +58,23 @@ pub struct WebhookNotifier {
 pub enum WebhookError {
     #[error("webhook url must be http://host:port/path, got {0:?}")]
     BadUrl(String),
+    #[error("cannot start the webhook thread: {0}")]
+    Thread(std::io::Error),
 }
 
-impl WebhookNotifier {
-    /// Starts the delivery thread for `url` (`http://host[:port]/path`).
-    pub fn start(url: &str, queue_len: usize) -> Result<WebhookNotifier, WebhookError> {
+/// Where the webhook posts: `http://host[:port]/path`, taken apart once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUrl {
+    /// For the Host header.
+    host: String,
+    /// host:port to connect to.
+    addr: String,
+    path: String,
+}
+
+impl WebhookUrl {
+    /// Parses `logic.offline_webhook` (also `--check-config`'s check).
+    pub fn parse(url: &str) -> Result<WebhookUrl, WebhookError> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| WebhookError::BadUrl(url.into()))?;
@@ -73,13 +85,23 @@ impl WebhookNotifier {
         if authority.is_empty() {
             return Err(WebhookError::BadUrl(url.into()));
         }
-        let host = authority.to_owned();
         let addr = if authority.contains(':') {
             authority.to_owned()
         } else {
             format!("{authority}:80")
         };
-        let path = path.to_owned();
+        Ok(WebhookUrl {
+            host: authority.to_owned(),
+            addr,
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl WebhookNotifier {
+    /// Starts the delivery thread for `url` (`http://host[:port]/path`).
+    pub fn start(url: &str, queue_len: usize) -> Result<WebhookNotifier, WebhookError> {
+        let WebhookUrl { host, addr, path } = WebhookUrl::parse(url)?;
         let (tx, rx) = crossbeam_channel::bounded::<String>(queue_len);
         let dropped = Arc::new(AtomicU64::new(0));
         thread::Builder::new()
@@ -91,7 +113,7 @@ impl WebhookNotifier {
                     }
                 }
             })
-            .map_err(|_| WebhookError::BadUrl(url.into()))?;
+            .map_err(WebhookError::Thread)?;
         Ok(WebhookNotifier { queue: tx, dropped })
     }
 

@@ -80,6 +80,7 @@ mod tests {
             device_id: id.into(),
             platform: 1,
             session: SessionId {
+                gateway: 1,
                 worker: 0,
                 slot: serial as u32,
                 serial,

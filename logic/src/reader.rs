@@ -1,9 +1,11 @@
-//! Reader threads: History, Sync, Conversations and Profiles, answered from
-//! committed data on connections of their own, so that reads never wait
-//! behind the writer's commits and the pipeline never waits on a read.
+//! Reader threads: the reads (history, sync, conversations, profiles; each
+//! in its file under `requests/`), answered from committed data on
+//! connections of their own, so that reads never wait behind the writer's
+//! commits and the pipeline never waits on a read.
 //!
 //! A read issued after a SendResp sees that message: SendResp is sent only
-//! after the commit. Each request reads one snapshot.
+//! after the commit. Each request reads one snapshot. This file is the
+//! thread, the snapshot and the retry, and the paging helpers the reads share.
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -15,17 +17,11 @@ use protocol::{Body, ErrorCode, Frame, FrameCodec, pb};
 
 use crate::cache::Cache;
 use crate::pages::{Keep, fit};
+use crate::requests::{self, ReadQuery};
 use crate::store::{ConvRow, Pair, ReadStore, StoreError, StoreResult};
 
 /// Ids and seqs are stored below 2^63; client-supplied bounds are clamped.
-const MAX_STORED: u64 = i64::MAX as u64;
-
-pub enum ReadQuery {
-    History(pb::HistoryReq),
-    Sync(pb::SyncReq),
-    Conversations(pb::ConversationsReq),
-    Profiles(pb::ProfileReq),
-}
+pub const MAX_STORED: u64 = i64::MAX as u64;
 
 pub struct ReadJob {
     pub session: SessionId,
@@ -67,11 +63,8 @@ pub fn spawn(
                             }
                             Err(ReadError::Store(e)) => {
                                 log::warn!("read failed: {e}");
-                                error_frame(
-                                    job.req_id,
-                                    ErrorCode::Unavailable,
-                                    "storage unavailable, retry later",
-                                )
+                                let (code, message) = e.wire_error();
+                                error_frame(job.req_id, code, message)
                             }
                         };
                         match codec.encode_to_bytes(&frame) {
@@ -91,7 +84,9 @@ pub fn spawn(
     Ok(threads)
 }
 
+/// Why a read was not answered.
 pub enum ReadError {
+    /// The request asks for something the contract refuses: INVALID_ARGUMENT.
     Invalid(&'static str),
     Store(StoreError),
 }
@@ -130,64 +125,13 @@ fn answer_once(
     max_frame: usize,
 ) -> Result<Body, ReadError> {
     store.begin_snapshot()?;
-    let body = match query {
-        ReadQuery::History(req) => history(store, uid, *req, max_frame),
-        ReadQuery::Sync(req) => sync(store, uid, *req, max_frame),
-        ReadQuery::Conversations(req) => conversations(store, cache, uid, req.clone(), max_frame),
-        ReadQuery::Profiles(req) => profiles(store, cache, req.clone(), max_frame),
-    };
+    let body = requests::answer(store, cache, uid, query, max_frame);
     store.end_snapshot();
     body
 }
 
-fn history(
-    store: &mut dyn ReadStore,
-    uid: u64,
-    req: pb::HistoryReq,
-    max_frame: usize,
-) -> Result<Body, ReadError> {
-    let limit = page_limit(req.limit, 50, 200);
-    if req.peer_uid == uid {
-        return Ok(pb::HistoryResp {
-            messages: vec![],
-            more: false,
-        }
-        .into());
-    }
-    let pair = Pair::of(uid, req.peer_uid);
-    // What the caller deleted stays hidden from the caller.
-    let hidden_up_to = store
-        .conversation(uid, req.peer_uid)?
-        .map_or(0, |row| row.deleted_up_to);
-    let (mut messages, mut more) = if req.after_seq > 0 {
-        let after = req.after_seq.min(MAX_STORED).max(hidden_up_to);
-        let mut page = store.messages_after(pair, after, limit + 1)?;
-        let more = page.len() > limit;
-        page.truncate(limit);
-        (page, more)
-    } else {
-        let below = if req.before_seq > 0 {
-            req.before_seq.min(MAX_STORED)
-        } else {
-            MAX_STORED
-        };
-        let mut page = store.messages_before(pair, below, hidden_up_to, limit + 1)?;
-        let more = page.len() > limit;
-        page.truncate(limit);
-        page.reverse();
-        (page, more)
-    };
-    let keep = if req.after_seq > 0 {
-        Keep::Front
-    } else {
-        Keep::Back
-    };
-    more |= fit(&mut messages, max_frame, keep) > 0;
-    Ok(pb::HistoryResp { messages, more }.into())
-}
-
 /// A requested page size: 0 means `default`, anything above `max` is `max`.
-fn page_limit(requested: u32, default: u32, max: u32) -> usize {
+pub fn page_limit(requested: u32, default: u32, max: u32) -> usize {
     let limit = match requested {
         0 => default,
         n => n.min(max),
@@ -197,7 +141,7 @@ fn page_limit(requested: u32, default: u32, max: u32) -> usize {
 
 /// Rows fetched with `limit + 1`, as a page: the conversations that fit in
 /// one frame, the rows they came from, and whether more exist.
-fn conversation_page(
+pub fn conversation_page(
     store: &mut dyn ReadStore,
     mut rows: Vec<ConvRow>,
     limit: usize,
@@ -222,125 +166,4 @@ fn conversation(store: &mut dyn ReadStore, row: &ConvRow) -> StoreResult<pb::Con
         None
     };
     Ok(row.to_wire(last))
-}
-
-fn sync(
-    store: &mut dyn ReadStore,
-    uid: u64,
-    req: pb::SyncReq,
-    max_frame: usize,
-) -> Result<Body, ReadError> {
-    let limit = page_limit(req.limit, 100, 500);
-    let rows = store.changed_since(uid, req.cursor.min(MAX_STORED), limit + 1)?;
-    let (conversations, rows, more) = conversation_page(store, rows, limit, max_frame)?;
-    let cursor = rows.last().map_or(req.cursor, |row| row.version);
-    Ok(pb::SyncResp {
-        conversations,
-        cursor,
-        more,
-    }
-    .into())
-}
-
-fn conversations(
-    store: &mut dyn ReadStore,
-    cache: &mut Cache,
-    uid: u64,
-    req: pb::ConversationsReq,
-    max_frame: usize,
-) -> Result<Body, ReadError> {
-    let limit = page_limit(req.limit, 50, 200);
-    let below = match req.cursor.len() {
-        0 => MAX_STORED,
-        8 => {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&req.cursor);
-            u64::from_be_bytes(bytes).min(MAX_STORED)
-        }
-        _ => return Err(ReadError::Invalid("cursor is not one this server gave out")),
-    };
-    let rows = match cached_by_recency(store, cache, uid, below, limit)? {
-        Some(rows) => rows,
-        None => store.visible_by_recency(uid, below, limit + 1)?,
-    };
-    let (conversations, rows, more) = conversation_page(store, rows, limit, max_frame)?;
-    let next_cursor = match rows.last() {
-        Some(row) if more => row.last_msg_id.to_be_bytes().to_vec(),
-        _ => Vec::new(),
-    };
-    let total_unread = match cache.total_unread(uid) {
-        Some(total) => total,
-        None => store.total_unread(uid)?,
-    };
-    Ok(pb::ConversationsResp {
-        conversations,
-        total_unread,
-        next_cursor,
-    }
-    .into())
-}
-
-/// The page `visible_by_recency(uid, below, limit + 1)` would give, from
-/// the cached list and a primary-key read of its rows; `None` if the cache
-/// cannot say.
-fn cached_by_recency(
-    store: &mut dyn ReadStore,
-    cache: &mut Cache,
-    uid: u64,
-    below: u64,
-    limit: usize,
-) -> StoreResult<Option<Vec<ConvRow>>> {
-    // A few extra peers cover members the coarser scores let through.
-    let Some(page) = cache.peers_by_recency(uid, below, limit + 1 + 8) else {
-        return Ok(None);
-    };
-    let mut rows = store.conversations_with(uid, &page.peers)?;
-    rows.retain(|row| !row.hidden && row.last_msg_id < below);
-    rows.sort_unstable_by_key(|row| std::cmp::Reverse(row.last_msg_id));
-    if rows.len() > limit || page.exhaustive {
-        rows.truncate(limit + 1);
-        Ok(Some(rows))
-    } else {
-        Ok(None)
-    }
-}
-
-fn profiles(
-    store: &mut dyn ReadStore,
-    cache: &mut Cache,
-    req: pb::ProfileReq,
-    max_frame: usize,
-) -> Result<Body, ReadError> {
-    let (mut found, missing) = cache.profiles(&req.uids);
-    if !missing.is_empty() {
-        let stored = store.profiles(&missing)?;
-        // Uids never set are cached as empty profiles too.
-        let filled: Vec<pb::Profile> = missing
-            .iter()
-            .map(|uid| profile_or_empty(&stored, *uid))
-            .collect();
-        cache.fill_profiles(&filled);
-        found.extend(filled);
-    }
-    let mut profiles: Vec<pb::Profile> = req
-        .uids
-        .iter()
-        .map(|uid| profile_or_empty(&found, *uid))
-        .collect();
-    // 100 profiles at their largest exceed a 64 KiB frame; the rest are left
-    // out and the client asks again for the uids it did not get.
-    fit(&mut profiles, max_frame, Keep::Front);
-    Ok(pb::ProfileResp { profiles }.into())
-}
-
-/// `uid`'s profile among `found`, or an empty one (a uid that never set one).
-fn profile_or_empty(found: &[pb::Profile], uid: u64) -> pb::Profile {
-    found
-        .iter()
-        .find(|p| p.uid == uid)
-        .cloned()
-        .unwrap_or(pb::Profile {
-            uid,
-            ..Default::default()
-        })
 }

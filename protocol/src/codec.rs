@@ -28,7 +28,7 @@ pub enum FrameError {
     /// The length prefix (or a frame we were asked to encode) is over the limit.
     #[error("frame of {len} bytes exceeds the maximum of {max}")]
     TooLarge { len: usize, max: usize },
-    /// The body is not a protobuf `Frame`.
+    /// The body is not the protobuf message expected (a `Frame` from a client).
     #[error("undecodable frame: {0}")]
     Malformed(#[from] prost::DecodeError),
 }
@@ -75,7 +75,17 @@ impl FrameCodec {
     /// reject it) or be empty (a zero length is not a frame); `dst` is then
     /// left as it was.
     pub fn encode(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let len = frame.encoded_len();
+        self.encode_message(frame, dst)
+    }
+
+    /// [`encode`](Self::encode) for any protobuf message: the link between
+    /// the tiers frames its messages the same way.
+    pub fn encode_message<M: Message>(
+        &self,
+        message: &M,
+        dst: &mut BytesMut,
+    ) -> Result<(), FrameError> {
+        let len = message.encoded_len();
         if len == 0 {
             return Err(FrameError::Empty);
         }
@@ -88,7 +98,7 @@ impl FrameCodec {
         dst.reserve(LENGTH_PREFIX_LEN + len);
         dst.put_u32(len as u32);
         // Cannot fail: `reserve` made room for `len` bytes and `BytesMut` grows anyway.
-        frame
+        message
             .encode(dst)
             .expect("BytesMut has room for the encoded frame");
         Ok(())
@@ -108,6 +118,14 @@ impl FrameCodec {
     /// that room for the announced body may be reserved. On `Err` the stream
     /// is unusable and the connection should be closed.
     pub fn decode(&self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        self.decode_message(src)
+    }
+
+    /// [`decode`](Self::decode) for any protobuf message.
+    pub fn decode_message<M: Message + Default>(
+        &self,
+        src: &mut BytesMut,
+    ) -> Result<Option<M>, FrameError> {
         let Some(len) = self.announced_len(src)? else {
             return Ok(None);
         };
@@ -119,7 +137,7 @@ impl FrameCodec {
         }
         src.advance(LENGTH_PREFIX_LEN);
         let body = src.split_to(len);
-        Ok(Some(Frame::decode(body.as_ref())?))
+        Ok(Some(M::decode(body.as_ref())?))
     }
 
     /// The body length announced by the prefix at the front of `src`, checked

@@ -13,11 +13,12 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
+use client::Client;
 use gateway::{GatewayHandle, LocalUplink, Metrics, Uplink};
 use parking_lot::Mutex;
 use protocol::body::{error_frame, event_frame, kick_frame};
 use protocol::link::{Downcall, Downlink, SessionId, Upcall};
-use protocol::{Body, Client, ErrorCode, Frame, FrameCodec, pb};
+use protocol::{Body, ErrorCode, Frame, FrameCodec, pb};
 
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -49,8 +50,8 @@ pub fn start(config: GatewayConfig) -> TestGateway {
     let _ = env_logger::builder().is_test(true).try_init();
     let metrics = Arc::new(Metrics::default());
     // The scripted logic blocks on the queue itself; the bell rings for nobody.
-    let (tx, bell, inbox) = logic::Inbox::bounded(1024);
-    let rx = inbox.upcalls;
+    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let bell = runtime::doorbell::Doorbell::new().bell();
     let uplink: Arc<dyn Uplink> = Arc::new(LocalUplink::new(tx, bell));
     let handle = gateway::start(&config, uplink, &metrics).expect("gateway starts");
     let downlink = handle.downlink();

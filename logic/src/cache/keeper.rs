@@ -27,11 +27,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::{Connection, RedisResult};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::unix_secs;
 use crate::cache::link::{RedisLink, Shared};
 use crate::cache::online_key;
 use crate::metrics::Gauge;
 use crate::presence::Device;
+use runtime::clock::unix_secs;
 
 /// What the pipeline tells the keeper.
 #[derive(Debug, Clone)]

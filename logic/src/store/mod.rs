@@ -121,6 +121,23 @@ pub enum StoreError {
     /// The data is not what the schema promises.
     #[error("storage corrupt: {0}")]
     Corrupt(String),
+    /// The configuration names storage this store cannot use (found at
+    /// open; `--check-config` finds what it can without the database).
+    #[error("storage misconfigured: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    /// What a client whose request failed on this is told: the one place
+    /// a storage error becomes a wire code. Whatever the cause, the request
+    /// did not happen and may be retried (with the same client_msg_id, a
+    /// send is stored at most once).
+    pub fn wire_error(&self) -> (protocol::ErrorCode, &'static str) {
+        (
+            protocol::ErrorCode::Unavailable,
+            "storage unavailable, retry later",
+        )
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

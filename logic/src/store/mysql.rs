@@ -111,7 +111,7 @@ impl MySql {
     /// is the shard the configuration says.
     pub fn open(urls: &[String]) -> StoreResult<MySql> {
         if urls.is_empty() {
-            return Err(StoreError::Unavailable(
+            return Err(StoreError::Config(
                 "storage.mysql_urls is empty: give one URL per shard".into(),
             ));
         }
@@ -119,7 +119,7 @@ impl MySql {
         for (index, url) in urls.iter().enumerate() {
             let database = Database::open(url)?;
             if let Some(same) = databases.iter().position(|d| d.name == database.name) {
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::Config(format!(
                     "storage.mysql_urls: shards {same} and {index} are both database `{}`",
                     database.name
                 )));
@@ -140,19 +140,23 @@ impl MySql {
     }
 }
 
+/// The database a shard's URL names, if the URL is one the store can use
+/// (checked by `--check-config` and again at start, by this one function).
+pub fn database_name(url: &str) -> Result<String, String> {
+    let opts = Opts::from_url(url).map_err(|e| format!("bad mysql url {url:?}: {e}"))?;
+    let name = opts
+        .get_db_name()
+        .ok_or_else(|| format!("the mysql url {url:?} names no database"))?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("database name {name:?}: use letters, digits and _"));
+    }
+    Ok(name.to_owned())
+}
+
 impl Database {
     fn open(url: &str) -> StoreResult<Database> {
-        let opts = Opts::from_url(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad mysql url: {e}")))?;
-        let name = opts
-            .get_db_name()
-            .ok_or_else(|| StoreError::Unavailable("the mysql url names no database".into()))?
-            .to_owned();
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(StoreError::Unavailable(format!(
-                "database name {name:?}: use letters, digits and _"
-            )));
-        }
+        let name = database_name(url).map_err(StoreError::Config)?;
+        let opts = Opts::from_url(url).map_err(|e| StoreError::Config(e.to_string()))?;
         // Bounded waits: a database that hangs fails the batch (UNAVAILABLE)
         // instead of stalling the writer forever.
         let timeout = Some(Duration::from_secs(5));
@@ -190,7 +194,7 @@ impl Database {
         let mut conn = self.pool.get_conn().map_err(db)?;
         conn.exec_drop(
             "INSERT IGNORE INTO im_shard (id, shard_index, shard_count, claimed_ms) VALUES (1, ?, ?, ?)",
-            (index, count, crate::writer::unix_ms()),
+            (index, count, runtime::clock::unix_ms()),
         )
         .map_err(db)?;
         let recorded: Option<(u64, u64)> = conn
@@ -246,7 +250,7 @@ fn migrate(conn: &mut PooledConn) -> StoreResult<usize> {
             }
             conn.exec_drop(
                 "INSERT INTO im_schema_version (version, applied_ms) VALUES (?, ?)",
-                (index + 1, crate::writer::unix_ms()),
+                (index + 1, runtime::clock::unix_ms()),
             )
             .map_err(db)?;
             log::info!("mysql schema migrated to version {}", index + 1);

@@ -431,9 +431,9 @@ mod partial_commit {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+    use crate::sequencer::{Outcome, Sequencer, WriteOp};
     use crate::store::Backend;
     use crate::store::sqlite::{Sqlite, Synchronous};
-    use crate::writer::{Outcome, Sequencer, WriteOp};
 
     /// A shard whose commits fail while `fail` is set.
     struct FailingCommit {

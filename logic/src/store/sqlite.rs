@@ -91,29 +91,13 @@ fn db(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// How hard each commit pushes to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Synchronous {
-    /// fsync the WAL on every commit: survives power loss.
-    Full,
-    /// fsync at checkpoints only: survives process crashes.
-    Normal,
-}
+/// How hard each commit pushes to disk (`storage.sqlite_synchronous`).
+pub use crate::config::Synchronous;
 
-impl Synchronous {
-    pub fn parse(s: &str) -> Option<Synchronous> {
-        match s {
-            "full" => Some(Synchronous::Full),
-            "normal" => Some(Synchronous::Normal),
-            _ => None,
-        }
-    }
-
-    fn pragma(self) -> &'static str {
-        match self {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        }
+fn pragma(synchronous: Synchronous) -> &'static str {
+    match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
     }
 }
 
@@ -153,7 +137,7 @@ impl Sqlite {
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
-        conn.pragma_update(None, "synchronous", self.synchronous.pragma())
+        conn.pragma_update(None, "synchronous", pragma(self.synchronous))
             .map_err(db)?;
         // 64 MiB page cache per connection; the working set of a busy node.
         conn.pragma_update(None, "cache_size", -65_536)

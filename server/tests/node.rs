@@ -6,10 +6,11 @@ use std::time::Duration;
 #[path = "contract/harness.rs"]
 mod harness;
 
-use gateway::Config;
-use gateway::node::Node;
+use client::Client;
 use harness::http_get;
-use protocol::{Body, Client, ErrorCode, pb, token};
+use protocol::{Body, ErrorCode, pb, token};
+use server::Config;
+use server::Node;
 
 const SECRET: &[u8] = b"node-test-secret";
 
@@ -32,7 +33,7 @@ fn node() -> Node {
 }
 
 fn valid_token(uid: u64) -> String {
-    token::mint(SECRET, uid, logic::auth::unix_secs() + 60)
+    token::mint(SECRET, uid, runtime::clock::unix_secs() + 60)
 }
 
 fn connect(node: &Node) -> Client {
@@ -50,8 +51,8 @@ fn tokens_are_verified_and_same_device_is_kicked() {
         .unwrap();
 
     // Another uid's token, an expired one, a forged one: AUTH_FAILED, closed.
-    let expired = token::mint(SECRET, 42, logic::auth::unix_secs() - 1);
-    let forged = token::mint(b"other secret", 42, logic::auth::unix_secs() + 60);
+    let expired = token::mint(SECRET, 42, runtime::clock::unix_secs() - 1);
+    let forged = token::mint(b"other secret", 42, runtime::clock::unix_secs() + 60);
     for bad in [valid_token(43), expired, forged] {
         let mut client = connect(&node);
         let err = client.login(42, &bad, "pc", pb::Platform::Pc).unwrap_err();

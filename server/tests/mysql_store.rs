@@ -18,14 +18,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gateway::Config;
-use gateway::node::Node;
+use client::Client;
 use mysql::prelude::Queryable;
 use parking_lot::Mutex;
-use protocol::{Client, ErrorCode, pb, token};
+use protocol::{ErrorCode, pb, token};
+use server::Config;
+use server::Node;
 
 const SECRET: &str = "outage-test-secret";
-const MARIADB: &str = "127.0.0.1:3306";
+
+/// The test's MariaDB, as host:port.
+fn mariadb() -> String {
+    testkit::host_port(&testkit::mysql_url()).to_owned()
+}
 
 /// Forwards connections to MariaDB while up; while down, refuses new ones
 /// and has cut the open ones.
@@ -49,7 +54,7 @@ impl Proxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(MARIADB) else {
+                let Ok(server) = TcpStream::connect(mariadb()) else {
                     continue;
                 };
                 open2
@@ -91,7 +96,7 @@ struct Database(String);
 
 impl Drop for Database {
     fn drop(&mut self) {
-        if let Ok(pool) = mysql::Pool::new(format!("mysql://root@{MARIADB}").as_str()) {
+        if let Ok(pool) = mysql::Pool::new(testkit::mysql_url().as_str()) {
             if let Ok(mut conn) = pool.get_conn() {
                 let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.0));
             }
@@ -99,7 +104,7 @@ impl Drop for Database {
     }
 }
 
-fn send(client: &mut Client, id: &str) -> Result<pb::SendResp, protocol::ClientError> {
+fn send(client: &mut Client, id: &str) -> Result<pb::SendResp, client::ClientError> {
     client.call(pb::SendReq {
         to_uid: 2,
         client_msg_id: id.into(),
@@ -118,11 +123,11 @@ fn sends_fail_cleanly_while_the_database_is_down_and_recover_after() {
     // its Unix socket, around the proxy.
     let url = format!("mysql://root@{}/{database}?prefer_socket=false", proxy.addr);
     let config = config_for(&url, &dir);
-    let node = Node::start(&config).expect("node starts (is MariaDB up on 127.0.0.1:3306?)");
+    let node = Node::start(&config).expect("node starts");
 
     let mut alice = Client::connect(node.local_addr()).unwrap();
     alice.set_timeout(Duration::from_secs(15));
-    let token = token::mint(SECRET.as_bytes(), 1, logic::auth::unix_secs() + 600);
+    let token = token::mint(SECRET.as_bytes(), 1, runtime::clock::unix_secs() + 600);
     alice
         .login(1, &token, "phone", pb::Platform::Mobile)
         .unwrap();
@@ -195,14 +200,14 @@ fn config_for_shards(urls: &[String], dir: &std::path::Path) -> Config {
     config.admin.listen = String::new();
     config.auth.secret = SECRET.into();
     config.storage.data_dir = dir.display().to_string();
-    config.storage.backend = "mysql".into();
+    config.storage.backend = logic::config::BackendKind::Mysql;
     config.storage.mysql_urls = urls.to_vec();
     config
 }
 
-fn node_on(database: &str, dir: &std::path::Path) -> Result<Node, gateway::node::NodeError> {
+fn node_on(database: &str, dir: &std::path::Path) -> Result<Node, server::NodeError> {
     Node::start(&config_for(
-        &format!("mysql://root@{MARIADB}/{database}"),
+        &format!("{}/{database}", testkit::mysql_url()),
         dir,
     ))
 }
@@ -238,7 +243,7 @@ fn a_second_logic_process_cannot_become_another_writer() {
 fn login(node: &Node, uid: u64) -> Client {
     let mut client = Client::connect(node.local_addr()).unwrap();
     client.set_timeout(Duration::from_secs(10));
-    let token = token::mint(SECRET.as_bytes(), uid, logic::auth::unix_secs() + 600);
+    let token = token::mint(SECRET.as_bytes(), uid, runtime::clock::unix_secs() + 600);
     client
         .login(uid, &token, "phone", pb::Platform::Mobile)
         .unwrap();
@@ -247,7 +252,8 @@ fn login(node: &Node, uid: u64) -> Client {
 
 /// (first column, second column) of every row of a query on one database.
 fn pairs_in(database: &str, sql: &str) -> Vec<(u64, u64)> {
-    let mut conn = mysql::Conn::new(format!("mysql://root@{MARIADB}/{database}").as_str()).unwrap();
+    let mut conn =
+        mysql::Conn::new(format!("{}/{database}", testkit::mysql_url()).as_str()).unwrap();
     conn.query(sql).unwrap()
 }
 
@@ -263,7 +269,7 @@ fn two_shards_hold_each_row_where_the_map_says() {
     // Shard 1 is reached through a proxy the test can cut.
     let proxy = Proxy::start();
     let urls = vec![
-        format!("mysql://root@{MARIADB}/{}", shards[0]),
+        format!("{}/{}", testkit::mysql_url(), shards[0]),
         format!(
             "mysql://root@{}/{}?prefer_socket=false",
             proxy.addr, shards[1]
@@ -364,7 +370,7 @@ fn two_shards_hold_each_row_where_the_map_says() {
     // The shard list is part of the data: it cannot change under it.
     let three = [
         urls.clone(),
-        vec![format!("mysql://root@{MARIADB}/{base}_2")],
+        vec![format!("{}/{base}_2", testkit::mysql_url())],
     ]
     .concat();
     let _cleanup_third = Database(format!("{base}_2"));

@@ -2,14 +2,17 @@
 //!
 //! The gateway owns connections and knows nothing of storage; the logic tier
 //! owns users, messages and devices and knows nothing of sockets. They meet
-//! here. In one process these travel over `crossbeam-channel`; split across
-//! machines, over TCP. Either way the logic tier addresses a connection by its
-//! [`SessionId`] and never holds a socket.
+//! here. In one process these travel as Rust values over `crossbeam-channel`;
+//! [`wire`] gives them their protobuf form (`proto/link.proto`) for a link
+//! that crosses a socket. Either way the logic tier addresses a connection by
+//! its [`SessionId`] and never holds a socket.
 //!
 //! ```text
 //!  gateway worker ──Upcall──▶ logic      (login, request, push ack, closed)
 //!  gateway worker ◀─Downcall── logic     (login accepted, frame, close)
 //! ```
+
+pub mod wire;
 
 use bytes::Bytes;
 
@@ -20,9 +23,14 @@ use crate::pb::{Frame, LoginReq};
 /// `slot` is reused by the gateway once a connection closes, so `serial`
 /// (unique per connection for the life of the gateway process) tells a
 /// current session from a stale address: a `Downcall` for a closed session is
-/// dropped, never delivered to its slot's next occupant.
+/// dropped, never delivered to its slot's next occupant. `gateway` tells the
+/// gateways sharing one logic tier apart, and one run of a gateway from the
+/// next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId {
+    /// Which gateway process owns the connection: chosen by the gateway at
+    /// start, unique per process lifetime.
+    pub gateway: u64,
     /// Which gateway worker thread (event loop) owns the connection.
     pub worker: u32,
     /// The connection's slot in that worker's slab.

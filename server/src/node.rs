@@ -1,25 +1,31 @@
 //! A complete single-node server: gateway, logic tier and admin port in one
-//! process, joined by in-process queues. `im-gateway` runs one; integration
+//! process, joined by in-process queues. `im-server` runs one; integration
 //! tests start one on port 0.
+//!
+//! The in-process link: the gateway's workers send upcalls into the logic
+//! tier's bounded inbox ([`gateway::LocalUplink`]) and the logic tier sends
+//! downcalls into the workers' mailboxes ([`gateway::Mailboxes`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use gateway::{GatewayHandle, LocalUplink, Mailboxes, Metrics, Uplink};
 use protocol::link::Downlink;
+use runtime::config::Invalid;
 
 use crate::admin::{self, AdminHandle};
-use crate::config::{Config, ConfigError, parse_addr};
-use crate::link::{LocalUplink, Uplink};
-use crate::metrics::Metrics;
-use crate::{GatewayHandle, Mailboxes};
+use crate::config::Config;
 
+/// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] Invalid),
     #[error(transparent)]
     Auth(#[from] logic::auth::AuthError),
+    #[error(transparent)]
+    Gateway(#[from] gateway::StartError),
     #[error(transparent)]
     Logic(#[from] logic::StartError),
     #[error("{what}: {source}")]
@@ -45,7 +51,7 @@ impl Node {
         let metrics = Arc::new(Metrics::default());
         let (up_tx, bell, inbox) = logic::Inbox::bounded(config.logic.queue_capacity);
         let uplink: Arc<dyn Uplink> = Arc::new(LocalUplink::new(up_tx, bell));
-        let gateway = crate::start(&config.gateway, uplink.clone(), &metrics)?;
+        let gateway = gateway::start(&config.gateway, uplink.clone(), &metrics)?;
         let mailboxes = gateway.downlink();
         let downlink: Arc<dyn Downlink> = Arc::new(mailboxes.clone());
         let mut redis = config.redis.clone();
@@ -61,10 +67,9 @@ impl Node {
             inbox,
             downlink,
         )?;
-        let admin = match config.admin.listen.as_str() {
-            "" => None,
-            addr => {
-                let addr = parse_addr("admin.listen", addr)?;
+        let admin = match config.admin.addr()? {
+            None => None,
+            Some(addr) => {
                 let render = render_metrics(metrics.clone(), logic.metrics(), uplink, mailboxes);
                 Some(admin::start(addr, render).map_err(|source| NodeError::Io {
                     what: "cannot open the admin port",

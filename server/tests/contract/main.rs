@@ -1,10 +1,10 @@
 //! The messaging contract (docs/protocol.md), end to end: real clients over
 //! real TCP through a real gateway, logic tier and store. One suite, run
 //! against every storage backend: the embedded SQLite and MySQL/MariaDB
-//! (127.0.0.1:3306 as root by default, or `IM_TEST_MYSQL_URL`; each test on a
-//! database of its own), and MySQL with Redis (127.0.0.1:6379 by default, or
-//! `IM_TEST_REDIS_URL`; each test on a key prefix of its own), and MySQL
-//! sharded over two databases.
+//! (a private `mariadbd` this test binary starts, or `IM_TEST_MYSQL_URL`;
+//! each test on a database of its own), and MySQL with Redis (a private
+//! `redis-server`, or `IM_TEST_REDIS_URL`; each test on a key prefix of its
+//! own), and MySQL sharded over two databases.
 
 mod harness;
 
@@ -14,14 +14,15 @@ mod sqlite {
     use std::time::Duration;
 
     use super::harness::*;
-    use protocol::{Body, ClientError, ErrorCode, pb};
+    use client::ClientError;
+    use protocol::{Body, ErrorCode, pb};
     use std::collections::HashSet;
 
     fn node() -> TestNode {
         TestNode::with(Store::Sqlite, |_| {})
     }
 
-    fn node_with(tweak: impl FnOnce(&mut gateway::Config)) -> TestNode {
+    fn node_with(tweak: impl FnOnce(&mut server::Config)) -> TestNode {
         TestNode::with(Store::Sqlite, tweak)
     }
 
@@ -34,14 +35,15 @@ mod mysql {
     use std::time::Duration;
 
     use super::harness::*;
-    use protocol::{Body, ClientError, ErrorCode, pb};
+    use client::ClientError;
+    use protocol::{Body, ErrorCode, pb};
     use std::collections::HashSet;
 
     fn node() -> TestNode {
         TestNode::with(Store::MySql, |_| {})
     }
 
-    fn node_with(tweak: impl FnOnce(&mut gateway::Config)) -> TestNode {
+    fn node_with(tweak: impl FnOnce(&mut server::Config)) -> TestNode {
         TestNode::with(Store::MySql, tweak)
     }
 
@@ -54,14 +56,15 @@ mod mysql_redis {
     use std::time::Duration;
 
     use super::harness::*;
-    use protocol::{Body, ClientError, ErrorCode, pb};
+    use client::ClientError;
+    use protocol::{Body, ErrorCode, pb};
     use std::collections::HashSet;
 
     fn node() -> TestNode {
         TestNode::with(Store::MySqlRedis, |_| {})
     }
 
-    fn node_with(tweak: impl FnOnce(&mut gateway::Config)) -> TestNode {
+    fn node_with(tweak: impl FnOnce(&mut server::Config)) -> TestNode {
         TestNode::with(Store::MySqlRedis, tweak)
     }
 
@@ -74,14 +77,15 @@ mod mysql_sharded {
     use std::time::Duration;
 
     use super::harness::*;
-    use protocol::{Body, ClientError, ErrorCode, pb};
+    use client::ClientError;
+    use protocol::{Body, ErrorCode, pb};
     use std::collections::HashSet;
 
     fn node() -> TestNode {
         TestNode::with(Store::MySqlSharded, |_| {})
     }
 
-    fn node_with(tweak: impl FnOnce(&mut gateway::Config)) -> TestNode {
+    fn node_with(tweak: impl FnOnce(&mut server::Config)) -> TestNode {
         TestNode::with(Store::MySqlSharded, tweak)
     }
 

@@ -8,7 +8,8 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use protocol::{Body, Client, ClientError, ErrorCode, Frame, FrameCodec, pb};
+use client::{Client, ClientError};
+use protocol::{Body, ErrorCode, Frame, FrameCodec, pb};
 
 /// Reads one frame from a raw stream (the scripted server's side).
 fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<Frame> {

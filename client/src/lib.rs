@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::body::Request;
-use crate::codec::{FrameCodec, FrameError};
-use crate::pb::{self, ErrorCode, Frame, frame::Body};
+use protocol::Request;
+use protocol::pb::{self, ErrorCode, Frame, frame::Body};
+use protocol::{FrameCodec, FrameError};
 
 /// How long a call waits for its response unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

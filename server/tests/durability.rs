@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use client::Client;
 use harness::free_port;
-use protocol::{Body, Client, pb, token};
+use protocol::{Body, pb, token};
 
 const SECRET: &str = "durability-test-secret";
 
@@ -39,7 +40,7 @@ fn start(dir: &std::path::Path, port: u16, log: &str) -> Server {
                 [gateway]\ninbound_frames_per_sec = 1000000\ninbound_burst = 1000000\n\
                 [logic]\nmessages_per_sec = 1000000\nmessage_burst = 1000000\n";
     std::fs::write(&config, toml).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_im-gateway"))
+    let child = Command::new(env!("CARGO_BIN_EXE_im-server"))
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")
@@ -62,7 +63,7 @@ fn start(dir: &std::path::Path, port: u16, log: &str) -> Server {
 fn login(port: u16, uid: u64) -> Client {
     let mut client = Client::connect(("127.0.0.1", port)).unwrap();
     client.set_timeout(Duration::from_secs(5));
-    let token = token::mint(SECRET.as_bytes(), uid, logic::auth::unix_secs() + 600);
+    let token = token::mint(SECRET.as_bytes(), uid, runtime::clock::unix_secs() + 600);
     client
         .login(uid, &token, "phone", pb::Platform::Mobile)
         .unwrap();

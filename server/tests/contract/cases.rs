@@ -152,7 +152,7 @@ fn seqs_are_gapless_under_concurrent_senders() {
         .into_iter()
         .map(|(from, to, device)| {
             thread::spawn(move || {
-                let mut client = protocol::Client::connect(addr).unwrap();
+                let mut client = client::Client::connect(addr).unwrap();
                 client
                     .login(from, &valid_token(from), device, pb::Platform::Pc)
                     .unwrap();
@@ -599,7 +599,7 @@ fn fifty_pairs_two_hundred_messages_each_exactly_once_in_order() {
     let receivers: Vec<_> = (0..PAIRS)
         .map(|p| {
             let uid = 10_000 + p;
-            let mut client = protocol::Client::connect(addr).unwrap();
+            let mut client = client::Client::connect(addr).unwrap();
             client.set_timeout(WAIT);
             client
                 .login(uid, &valid_token(uid), "phone", pb::Platform::Mobile)
@@ -635,7 +635,7 @@ fn fifty_pairs_two_hundred_messages_each_exactly_once_in_order() {
         .map(|p| {
             thread::spawn(move || {
                 let uid = 20_000 + p;
-                let mut client = protocol::Client::connect(addr).unwrap();
+                let mut client = client::Client::connect(addr).unwrap();
                 client.set_timeout(WAIT);
                 client
                     .login(uid, &valid_token(uid), "phone", pb::Platform::Mobile)

@@ -1,34 +1,26 @@
-//! The writer thread: group commit, and the one place where seqs, msg_ids
-//! and change versions are assigned.
+//! The sequencer: the one place where seqs, msg_ids and change versions
+//! are assigned, and the rules every write follows.
 //!
-//! Writes from every sender queue up while a commit is in progress; the next
-//! batch takes everything queued (up to `group_commit_max`), optionally
-//! waiting `group_commit_window_us` for more, and applies it in ONE
-//! transaction: one fsync for the whole batch. Every caller's outcome comes
-//! back only once the batch is durable, so a SendResp always means durable.
-//! On a store with a [`Flusher`] (the journal) that wait happens on a
-//! second thread, so the fsync of one batch overlaps building the next.
+//! A batch of writes is applied inside one transaction (the group-commit
+//! thread, `commit.rs`, forms the batches). Seq assignment happens here,
+//! after the dedup check against storage: a seq is consumed only by a
+//! message that is really inserted, so seqs have no gaps, and a failed
+//! commit takes its seqs back with it (the cache of conversation rows only
+//! learns committed state). This needs one writer per conversation: one
+//! writer thread per store (per shard), which a single node has by
+//! construction.
 //!
-//! Seq assignment lives here, inside the transaction, after the dedup check
-//! against storage: a seq is consumed only by a message that is really
-//! inserted, so seqs have no gaps, and a failed commit takes its seqs back
-//! with it (the cache of conversation rows only learns committed state).
-//! This needs one writer per conversation: one writer thread per store (per
-//! shard), which a single node has by construction.
+//! A request kind that writes adds its [`WriteOp`], its [`Outcome`] and its
+//! rule in [`Sequencer::apply_in_transaction`]; nothing else here changes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use protocol::pb;
 
-use crate::cache::{CacheWriter, RowChange};
-use crate::doorbell::Bell;
+use crate::cache::RowChange;
 use crate::ids::MsgIds;
-use crate::metrics::{Counter, LogicMetrics};
-use crate::store::{ConvRow, Flusher, Recovered, SentKey, StoreError, WriteStore};
+use crate::store::{ConvRow, Recovered, SentKey, StoreError, WriteStore};
 
 /// A write, as the pipeline hands it over (already validated).
 #[derive(Debug, Clone, PartialEq)]
@@ -76,14 +68,6 @@ pub struct ReadOutcome {
     pub unread: u64,
     pub total_unread: u64,
 }
-
-/// One write and whatever the caller needs to answer it.
-pub struct WriteJob<T> {
-    pub op: WriteOp,
-    pub ticket: T,
-}
-
-pub type Committed<T> = Vec<(T, Result<Outcome, StoreError>)>;
 
 /// The state the writer keeps between batches.
 pub struct Sequencer {
@@ -416,271 +400,4 @@ impl Sequencer {
             total_unread: 0,
         }
     }
-}
-
-/// How batches are formed.
-#[derive(Debug, Clone, Copy)]
-pub struct GroupCommit {
-    /// Most writes in one transaction.
-    pub max_batch: usize,
-    /// After the first write of a batch, how long to wait for more when the
-    /// queue is empty. Zero: take what is queued and go (batches still grow
-    /// under load, because writes queue up during each commit).
-    pub window: Duration,
-}
-
-/// Starts the writer thread. It ends when `jobs` is disconnected and
-/// drained. With `cache`, it also keeps the Redis caches (see `cache/mod.rs`).
-///
-/// With a store that has a [`Flusher`] (the journal), answering moves to a
-/// second thread, `im-store-flusher`: the writer commits a batch (written,
-/// not yet durable) and goes on to the next while the flush thread waits
-/// for the disk, then answers, batch after batch in commit order. Up to
-/// `FLUSH_QUEUE` batches wait for it; then the writer waits too.
-pub fn spawn<T: Send + 'static>(
-    metrics: Arc<LogicMetrics>,
-    mut store: Box<dyn WriteStore>,
-    mut sequencer: Sequencer,
-    policy: GroupCommit,
-    jobs: Receiver<WriteJob<T>>,
-    done: Done<T>,
-    cache: Option<CacheWriter>,
-) -> std::io::Result<JoinHandle<()>> {
-    let answers = Answers {
-        metrics: metrics.clone(),
-        done,
-        cache,
-    };
-    let mut finish = match store.flusher() {
-        None => Finish::Here(Box::new(answers)),
-        Some(flusher) => Finish::flush_thread(flusher, answers)?,
-    };
-    thread::Builder::new()
-        .name("im-store-writer".into())
-        .spawn(move || {
-            let mut batch: Vec<WriteJob<T>> = Vec::with_capacity(policy.max_batch);
-            while let Some(first) = next(&jobs, finish.cache()) {
-                batch.push(first);
-                fill_batch(&mut batch, &jobs, policy);
-                let ops: Vec<&WriteOp> = batch.iter().map(|job| &job.op).collect();
-                let started = Instant::now();
-                let result = sequencer.apply(store.as_mut(), &ops, unix_ms());
-                metrics.add(Counter::CommitMicros, started.elapsed().as_micros() as u64);
-                if let Err(e) = &result {
-                    log::error!("commit of {} writes failed: {e}", batch.len());
-                }
-                let tickets = batch.drain(..).map(|job| job.ticket).collect();
-                if !finish.committed(tickets, result) {
-                    break;
-                }
-            }
-            // Answer what waits for a flush, then let the store go.
-            finish.stop();
-            drop(store);
-            log::debug!("writer stopped");
-        })
-}
-
-/// Where a committed batch goes to be answered.
-enum Finish<T> {
-    /// Commits are durable: the writer answers them itself.
-    Here(Box<Answers<T>>),
-    /// The flush thread makes them durable and answers them.
-    FlushThread {
-        flusher: Arc<dyn Flusher>,
-        queue: Sender<ToFlush<T>>,
-        thread: JoinHandle<()>,
-    },
-}
-
-impl<T: Send + 'static> Finish<T> {
-    fn flush_thread(flusher: Arc<dyn Flusher>, mut answers: Answers<T>) -> std::io::Result<Self> {
-        let (queue, batches) = crossbeam_channel::bounded(FLUSH_QUEUE);
-        let thread = {
-            let flusher = flusher.clone();
-            thread::Builder::new()
-                .name("im-store-flusher".into())
-                .spawn(move || answers.flush_and_answer(flusher.as_ref(), &batches))?
-        };
-        Ok(Finish::FlushThread {
-            flusher,
-            queue,
-            thread,
-        })
-    }
-
-    /// The caches, if this thread keeps them.
-    fn cache(&mut self) -> Option<&mut CacheWriter> {
-        match self {
-            Finish::Here(answers) => answers.cache.as_mut(),
-            Finish::FlushThread { .. } => None,
-        }
-    }
-
-    /// Takes a batch just committed. `false`: nobody listens any more.
-    fn committed(&mut self, tickets: Vec<T>, result: Result<Applied, StoreError>) -> bool {
-        match self {
-            Finish::Here(answers) => answers.answer(tickets, result),
-            Finish::FlushThread { flusher, queue, .. } => {
-                let mark = flusher.mark();
-                queue
-                    .send(ToFlush {
-                        mark,
-                        tickets,
-                        result,
-                    })
-                    .is_ok()
-            }
-        }
-    }
-
-    fn stop(self) {
-        if let Finish::FlushThread { queue, thread, .. } = self {
-            drop(queue);
-            if thread.join().is_err() {
-                log::error!("the flush thread panicked");
-            }
-        }
-    }
-}
-
-/// Where answered batches go: the pipeline's queue, and its doorbell, rung
-/// after each batch.
-pub struct Done<T> {
-    pub queue: Sender<Committed<T>>,
-    pub bell: Bell,
-}
-
-/// Most committed batches waiting for the flush thread.
-const FLUSH_QUEUE: usize = 16;
-
-/// A committed batch on its way to the flush thread.
-struct ToFlush<T> {
-    /// Where the store's commit of it ended (`Flusher::mark`).
-    mark: u64,
-    tickets: Vec<T>,
-    result: Result<Applied, StoreError>,
-}
-
-/// Answers committed batches: counts them, lets the caches learn them,
-/// hands the outcomes back to the pipeline.
-struct Answers<T> {
-    metrics: Arc<LogicMetrics>,
-    done: Done<T>,
-    cache: Option<CacheWriter>,
-}
-
-impl<T> Answers<T> {
-    /// The flush thread: each batch is answered once the store has flushed
-    /// it; a failed flush refuses it (and the store refuses what follows).
-    fn flush_and_answer(&mut self, flusher: &dyn Flusher, batches: &Receiver<ToFlush<T>>) {
-        while let Some(batch) = next(batches, self.cache.as_mut()) {
-            let started = Instant::now();
-            let result = batch.result.and_then(|applied| {
-                flusher
-                    .flush(batch.mark)
-                    .map(|()| applied)
-                    .inspect_err(|e| {
-                        log::error!("flush of {} writes failed: {e}", batch.tickets.len());
-                    })
-            });
-            self.metrics
-                .add(Counter::CommitMicros, started.elapsed().as_micros() as u64);
-            if !self.answer(batch.tickets, result) {
-                break;
-            }
-        }
-        log::debug!("flush thread stopped");
-    }
-
-    /// Answers one durable batch (or its failure). `false`: nobody listens
-    /// any more.
-    fn answer(&mut self, tickets: Vec<T>, result: Result<Applied, StoreError>) -> bool {
-        let committed: Committed<T> = match result {
-            Ok(mut applied) => {
-                count_committed(&self.metrics, &applied.outcomes);
-                // The caches learn the commit before anyone is answered,
-                // so a client reads its own writes from them.
-                if let Some(cache) = self.cache.as_mut() {
-                    cache.apply(&applied.changes, &applied.profiles);
-                }
-                let outcomes = std::mem::take(&mut applied.outcomes);
-                tickets
-                    .into_iter()
-                    .zip(outcomes.into_iter().map(Ok))
-                    .collect()
-            }
-            Err(e) => {
-                self.metrics.add(Counter::StorageErrors, 1);
-                tickets.into_iter().map(|t| (t, Err(e.clone()))).collect()
-            }
-        };
-        if self.done.queue.send(committed).is_err() {
-            return false;
-        }
-        self.done.bell.ring();
-        if let Some(cache) = self.cache.as_mut() {
-            cache.rebuild_requested(None);
-        }
-        true
-    }
-}
-
-/// Waits for the next job, serving cache rebuild requests meanwhile.
-/// `None`: no more jobs will come.
-fn next<J>(jobs: &Receiver<J>, mut cache: Option<&mut CacheWriter>) -> Option<J> {
-    loop {
-        let Some(cache) = cache.as_deref_mut() else {
-            return jobs.recv().ok();
-        };
-        crossbeam_channel::select! {
-            recv(jobs) -> job => return job.ok(),
-            recv(cache.requests) -> owner => match owner {
-                Ok(owner) => cache.rebuild_requested(Some(owner)),
-                Err(_) => return jobs.recv().ok(),
-            },
-        }
-    }
-}
-
-/// Adds what is queued to the batch, up to the policy's size and window.
-fn fill_batch<T>(batch: &mut Vec<WriteJob<T>>, jobs: &Receiver<WriteJob<T>>, policy: GroupCommit) {
-    let deadline = Instant::now() + policy.window;
-    while batch.len() < policy.max_batch {
-        match jobs.try_recv() {
-            Ok(job) => batch.push(job),
-            Err(TryRecvError::Disconnected) => break,
-            Err(TryRecvError::Empty) => {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                match jobs.recv_timeout(deadline - now) {
-                    Ok(job) => batch.push(job),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                }
-            }
-        }
-    }
-}
-
-fn count_committed(metrics: &LogicMetrics, outcomes: &[Outcome]) {
-    metrics.add(Counter::Batches, 1);
-    metrics.add(Counter::CommittedWrites, outcomes.len() as u64);
-    for outcome in outcomes {
-        if let Outcome::Sent { duplicate, .. } = outcome {
-            let counter = if *duplicate {
-                Counter::Duplicates
-            } else {
-                Counter::MessagesStored
-            };
-            metrics.add(counter, 1);
-        }
-    }
-}
-
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

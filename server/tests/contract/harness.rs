@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use gateway::Config;
-use gateway::node::Node;
-use protocol::{Body, Client, ErrorCode, Frame, pb, token};
+use client::Client;
+use protocol::{Body, ErrorCode, Frame, pb, token};
+use server::Config;
+use server::Node;
 
 pub const SECRET: &str = "contract-test-secret";
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -29,14 +30,16 @@ pub enum Store {
     MySqlSharded,
 }
 
-/// The MariaDB/MySQL server tests use; each test creates its own database.
+/// The MariaDB/MySQL server tests use (a private one, see `testkit`); each
+/// test creates its own database.
 pub fn mysql_server_url() -> String {
-    std::env::var("IM_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+    testkit::mysql_url()
 }
 
-/// The Redis server tests use; each test writes under a key prefix of its own.
+/// The Redis server tests use (a private one, see `testkit`); each test
+/// writes under a key prefix of its own.
 pub fn redis_url() -> String {
-    std::env::var("IM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    testkit::redis_url()
 }
 
 pub struct TestNode {
@@ -75,7 +78,7 @@ impl TestNode {
             Store::MySqlSharded => vec![format!("{name}_s0"), format!("{name}_s1")],
         };
         if !databases.is_empty() {
-            config.storage.backend = "mysql".into();
+            config.storage.backend = logic::config::BackendKind::Mysql;
             config.storage.mysql_urls = databases
                 .iter()
                 .map(|db| format!("{}/{db}", mysql_server_url()))
@@ -90,7 +93,7 @@ impl TestNode {
             Ok(node) => node,
             Err(e) => {
                 drop_databases(&databases);
-                panic!("node did not start (is MariaDB up on 127.0.0.1:3306?): {e}");
+                panic!("node did not start: {e}");
             }
         };
         TestNode {
@@ -162,13 +165,7 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     page
 }
 
-/// A loopback port free at the time of the call.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+pub use testkit::free_port;
 
 /// Deletes every key under `prefix`.
 pub fn delete_redis_keys(url: &str, prefix: &str) {
@@ -188,7 +185,7 @@ pub fn delete_redis_keys(url: &str, prefix: &str) {
 }
 
 pub fn valid_token(uid: u64) -> String {
-    token::mint(SECRET.as_bytes(), uid, logic::auth::unix_secs() + 3600)
+    token::mint(SECRET.as_bytes(), uid, runtime::clock::unix_secs() + 3600)
 }
 
 pub fn send(client: &mut Client, to_uid: u64, client_msg_id: &str, content: &[u8]) -> pb::SendResp {
@@ -200,7 +197,7 @@ pub fn try_send(
     to_uid: u64,
     client_msg_id: &str,
     content: &[u8],
-) -> Result<pb::SendResp, protocol::ClientError> {
+) -> Result<pb::SendResp, client::ClientError> {
     client.call(pb::SendReq {
         to_uid,
         client_msg_id: client_msg_id.into(),
@@ -209,7 +206,7 @@ pub fn try_send(
     })
 }
 
-pub fn expect_code<T: std::fmt::Debug>(result: Result<T, protocol::ClientError>, code: ErrorCode) {
+pub fn expect_code<T: std::fmt::Debug>(result: Result<T, client::ClientError>, code: ErrorCode) {
     match result {
         Err(e) => assert_eq!(e.code(), Some(code), "{e}"),
         Ok(v) => panic!("expected {code:?}, got {v:?}"),

@@ -1,23 +1,22 @@
-//! `im-gateway`: the IM server. With no other process it is a complete
-//! single node on its embedded store.
+//! `im-server`: the all-in-one node. With no other process it is a complete
+//! server on its embedded store.
 //!
-//!   im-gateway [--config FILE] [--listen ADDR] [--data-dir DIR] [--print-config]
-//!   im-gateway token --uid N [--ttl SECS]
+//!   im-server [--config FILE] [--listen ADDR] [--data-dir DIR] [--print-config] [--check-config]
+//!   im-server token --uid N [--ttl SECS]
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gateway::Config;
-use gateway::node::Node;
+use server::{Config, Node};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 #[derive(Parser)]
 #[command(
-    name = "im-gateway",
+    name = "im-server",
     version,
-    about = "One-to-one instant-messaging server"
+    about = "One-to-one instant-messaging server (all-in-one node)"
 )]
 struct Cli {
     /// The TOML configuration file (every field has a default).
@@ -64,11 +63,7 @@ fn main() -> anyhow::Result<()> {
     config.validate()?;
 
     if cli.print_config {
-        let mut shown = config.clone();
-        if !shown.auth.secret.is_empty() {
-            shown.auth.secret = "<set, not shown>".into();
-        }
-        print!("{}", toml::to_string(&shown)?);
+        print!("{}", config.printable()?);
         return Ok(());
     }
     if cli.check_config {
@@ -85,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    match protocol::fd_limit::raise_to_hard_limit() {
+    match runtime::fd_limit::raise_to_hard_limit() {
         Some(limit) => log::info!("open-file limit: {limit}"),
         None => log::warn!("cannot read the open-file limit"),
     }

@@ -1,0 +1,115 @@
+//! What a session reads its frames from and writes them to: the byte
+//! stream under the protocol.
+//!
+//! Today that is plain TCP. TLS and WebSocket go here as further variants,
+//! and they are why this is more than a socket: a TLS stream may need to
+//! write while the session only reads (handshake records, a close_notify),
+//! and a WebSocket may need to answer a ping nobody asked the session about.
+//! So the session never asks the socket directly what to wait for; the
+//! event loop derives interest from what the session has queued *and* what
+//! the transport still wants to write ([`Transport::interest`]).
+//!
+//! A transport registers with mio itself (it implements `event::Source`),
+//! so the worker registers whatever it holds without reaching inside.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::time::Duration;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token, event};
+
+/// One connection's byte stream.
+pub enum Transport {
+    /// Frames straight on the TCP stream.
+    Plain(TcpStream),
+}
+
+impl Transport {
+    /// Reads decoded application bytes: what the frame codec sees.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.read(buf),
+        }
+    }
+
+    /// Writes application bytes, gathered from many frames at once.
+    pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.write_vectored(bufs),
+        }
+    }
+
+    /// Whether the transport holds bytes of its own to write (records,
+    /// control frames) whatever the session has queued. Plain TCP never does.
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+        }
+    }
+
+    /// The readiness to watch for: always readable; writable while either
+    /// the session or the transport has bytes waiting.
+    pub fn interest(&self, session_has_output: bool) -> Interest {
+        if session_has_output || self.wants_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        }
+    }
+
+    /// Sends end-of-stream after what is written: the peer reads our last
+    /// frame, then EOF.
+    pub fn shutdown_write(&mut self) {
+        match self {
+            Transport::Plain(stream) => {
+                let _ = stream.shutdown(Shutdown::Write);
+            }
+        }
+    }
+
+    /// Makes the coming close abortive (RST): the kernel drops what it still
+    /// holds for the peer instead of keeping an orphaned socket around to
+    /// dribble megabytes to a client that stopped reading.
+    pub fn abort_on_close(&self) {
+        let stream = self.tcp();
+        let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+    }
+
+    /// The TCP stream underneath, whatever runs on it.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+        }
+    }
+
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+        }
+    }
+}
+
+impl event::Source for Transport {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.tcp_mut().register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.tcp_mut().reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.tcp_mut().deregister(registry)
+    }
+}

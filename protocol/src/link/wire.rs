@@ -1,0 +1,184 @@
+//! The link's wire form: [`Upcall`] and [`Downcall`] to and from the
+//! `im.link.v1` messages of `proto/link.proto`.
+//!
+//! Encoding cannot fail. Decoding checks what protobuf cannot: every call
+//! names its session and says what it is; a message from a peer that lacks
+//! either is an error, never a default.
+
+use super::{Downcall, SessionId, Upcall};
+
+/// Types generated from `proto/link.proto` by `build.rs`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/im.link.v1.rs"));
+}
+
+/// Why a decoded link message is not a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("link message without {0}")]
+    Missing(&'static str),
+}
+
+impl From<SessionId> for pb::SessionId {
+    fn from(id: SessionId) -> Self {
+        pb::SessionId {
+            gateway: id.gateway,
+            worker: id.worker,
+            slot: id.slot,
+            serial: id.serial,
+        }
+    }
+}
+
+impl From<pb::SessionId> for SessionId {
+    fn from(id: pb::SessionId) -> Self {
+        SessionId {
+            gateway: id.gateway,
+            worker: id.worker,
+            slot: id.slot,
+            serial: id.serial,
+        }
+    }
+}
+
+fn session(id: Option<pb::SessionId>) -> Result<SessionId, LinkError> {
+    id.map(SessionId::from).ok_or(LinkError::Missing("session"))
+}
+
+impl From<Upcall> for pb::Upcall {
+    fn from(call: Upcall) -> Self {
+        use pb::upcall::Call;
+        let (session, call) = match call {
+            Upcall::Login {
+                session,
+                req_id,
+                login,
+            } => (
+                session,
+                Call::Login(pb::Login {
+                    req_id,
+                    login: Some(login),
+                }),
+            ),
+            Upcall::Request {
+                session,
+                uid,
+                frame,
+            } => (
+                session,
+                Call::Request(pb::Request {
+                    uid,
+                    frame: Some(frame),
+                }),
+            ),
+            Upcall::PushAck {
+                session,
+                uid,
+                msg_id,
+            } => (session, Call::PushAck(pb::PushAck { uid, msg_id })),
+            Upcall::Closed { session, uid } => (session, Call::Closed(pb::Closed { uid })),
+        };
+        pb::Upcall {
+            session: Some(session.into()),
+            call: Some(call),
+        }
+    }
+}
+
+impl TryFrom<pb::Upcall> for Upcall {
+    type Error = LinkError;
+
+    fn try_from(call: pb::Upcall) -> Result<Self, LinkError> {
+        use pb::upcall::Call;
+        let session = session(call.session)?;
+        Ok(match call.call.ok_or(LinkError::Missing("call"))? {
+            Call::Login(login) => Upcall::Login {
+                session,
+                req_id: login.req_id,
+                login: login.login.ok_or(LinkError::Missing("login_req"))?,
+            },
+            Call::Request(request) => Upcall::Request {
+                session,
+                uid: request.uid,
+                frame: request.frame.ok_or(LinkError::Missing("frame"))?,
+            },
+            Call::PushAck(ack) => Upcall::PushAck {
+                session,
+                uid: ack.uid,
+                msg_id: ack.msg_id,
+            },
+            Call::Closed(closed) => Upcall::Closed {
+                session,
+                uid: closed.uid,
+            },
+        })
+    }
+}
+
+impl From<Downcall> for pb::Downcall {
+    fn from(call: Downcall) -> Self {
+        use pb::downcall::Call;
+        let (session, call) = match call {
+            Downcall::LoginAccepted {
+                session,
+                uid,
+                req_id,
+            } => (
+                session,
+                Call::LoginAccepted(pb::LoginAccepted { uid, req_id }),
+            ),
+            Downcall::Frame { session, frame } => (session, Call::Frame(frame)),
+            Downcall::Close { session, last } => (session, Call::Close(pb::Close { last })),
+        };
+        pb::Downcall {
+            session: Some(session.into()),
+            call: Some(call),
+        }
+    }
+}
+
+impl TryFrom<pb::Downcall> for Downcall {
+    type Error = LinkError;
+
+    fn try_from(call: pb::Downcall) -> Result<Self, LinkError> {
+        use pb::downcall::Call;
+        let session = session(call.session)?;
+        Ok(match call.call.ok_or(LinkError::Missing("call"))? {
+            Call::LoginAccepted(accepted) => Downcall::LoginAccepted {
+                session,
+                uid: accepted.uid,
+                req_id: accepted.req_id,
+            },
+            Call::Frame(frame) => Downcall::Frame { session, frame },
+            Call::Close(close) => Downcall::Close {
+                session,
+                last: close.last,
+            },
+        })
+    }
+}
+
+/// Many upcalls as one link message.
+pub fn upcalls(calls: impl IntoIterator<Item = Upcall>) -> pb::Upcalls {
+    pb::Upcalls {
+        calls: calls.into_iter().map(pb::Upcall::from).collect(),
+    }
+}
+
+/// Many downcalls as one link message.
+pub fn downcalls(calls: impl IntoIterator<Item = Downcall>) -> pb::Downcalls {
+    pb::Downcalls {
+        calls: calls.into_iter().map(pb::Downcall::from).collect(),
+    }
+}
+
+/// The calls of a decoded link message, in order; the first malformed one
+/// is an error (the peer is broken, and so is the rest of its message).
+pub fn from_upcalls(message: pb::Upcalls) -> Result<Vec<Upcall>, LinkError> {
+    message.calls.into_iter().map(Upcall::try_from).collect()
+}
+
+pub fn from_downcalls(message: pb::Downcalls) -> Result<Vec<Downcall>, LinkError> {
+    message.calls.into_iter().map(Downcall::try_from).collect()
+}

@@ -1,0 +1,19 @@
+//! The composition root: where the tiers meet.
+//!
+//! The `gateway` crate holds connections and knows the logic tier only as
+//! the other end of a link; the `logic` crate holds users and messages and
+//! knows a connection only by its session id. Neither depends on the
+//! other. This crate reads the whole configuration file ([`config`]), wires
+//! a node from the tiers ([`node`]), serves the admin port ([`admin`]) and
+//! builds the binaries, one per role:
+//!
+//! - `im-server`: the all-in-one node, gateway and logic tier in one
+//!   process joined by in-process queues (the quickstart);
+//! - `im-logic`: the logic tier's operator commands (`migrate`).
+
+pub mod admin;
+pub mod config;
+pub mod node;
+
+pub use config::{Config, ConfigError};
+pub use node::{Node, NodeError};

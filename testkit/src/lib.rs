@@ -1,0 +1,231 @@
+//! Private database servers for tests, so that the test command passes on
+//! a machine where nothing listens on MariaDB's or Redis's standard ports
+//! (and never touches a server that does).
+//!
+//! [`mysql_url`] and [`redis_url`] start one server each, once per test
+//! binary, on a free loopback port with a data dir of its own, and return
+//! its URL. `IM_TEST_MYSQL_URL` / `IM_TEST_REDIS_URL` point them at an
+//! existing server instead. When the binaries are missing the test fails
+//! with one line saying what to install.
+//!
+//! Each server runs under a small shell supervisor that watches the test
+//! process: once it has exited, the supervisor stops the server and removes
+//! its data dir. (The test harness runs no destructors at exit, and a
+//! parent-death signal follows the thread that spawned, not the process.)
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a private server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The MariaDB (or MySQL) server tests use, as `mysql://root@host:port`;
+/// each test creates databases of its own on it.
+pub fn mysql_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("IM_TEST_MYSQL_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => start_mariadb(),
+    })
+    .clone()
+}
+
+/// The Redis server tests use, as `redis://host:port`; each test writes
+/// under a key prefix of its own.
+pub fn redis_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("IM_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => start_redis(),
+    })
+    .clone()
+}
+
+/// `host:port` of a `mysql://` or `redis://` URL.
+pub fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    rest.split(['/', '?']).next().unwrap_or(rest)
+}
+
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The path of an installed program, looked up in PATH and the sbin
+/// directories (Debian puts `mariadbd` in /usr/sbin, outside a user's PATH).
+pub fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let dirs = path
+        .split(':')
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin"]);
+    for dir in dirs {
+        for name in names {
+            let candidate = Path::new(dir).join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+fn require(names: &[&str], package: &str, env: &str) -> PathBuf {
+    find_program(names).unwrap_or_else(|| {
+        panic!(
+            "{} not found: install it (Debian: apt-get install {package}) or set {env} to a running server",
+            names[0]
+        )
+    })
+}
+
+fn start_mariadb() -> String {
+    let install = require(
+        &["mariadb-install-db", "mysql_install_db"],
+        "mariadb-server",
+        "IM_TEST_MYSQL_URL",
+    );
+    let server = require(
+        &["mariadbd", "mysqld"],
+        "mariadb-server",
+        "IM_TEST_MYSQL_URL",
+    );
+    let dir = private_dir("mariadb");
+    let data = dir.join("data");
+    let mut init = Command::new(&install);
+    init.arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg("--auth-root-authentication-method=normal")
+        .arg("--skip-test-db");
+    as_invoking_user(&mut init);
+    let output = init.output().expect("run mariadb-install-db");
+    assert!(
+        output.status.success(),
+        "mariadb-install-db failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let port = free_port();
+    let mut run = vec![
+        server.display().to_string(),
+        "--no-defaults".into(),
+        format!("--datadir={}", data.display()),
+        format!("--socket={}", dir.join("mysqld.sock").display()),
+        format!("--pid-file={}", dir.join("mysqld.pid").display()),
+        format!("--log-error={}", dir.join("error.log").display()),
+        format!("--port={port}"),
+        "--bind-address=127.0.0.1".into(),
+        "--skip-log-bin".into(),
+        "--innodb-buffer-pool-size=64M".into(),
+        "--max-connections=1000".into(),
+    ];
+    if is_root() {
+        run.push("--user=root".into());
+    }
+    supervise(&dir, &run);
+    wait_for(port, &dir.join("error.log"), "mariadbd");
+    format!("mysql://root@127.0.0.1:{port}")
+}
+
+fn start_redis() -> String {
+    let server = require(&["redis-server"], "redis-server", "IM_TEST_REDIS_URL");
+    let dir = private_dir("redis");
+    let port = free_port();
+    let run = vec![
+        server.display().to_string(),
+        "--port".into(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--save".into(),
+        String::new(),
+        "--appendonly".into(),
+        "no".into(),
+        "--dir".into(),
+        dir.display().to_string(),
+        "--logfile".into(),
+        dir.join("redis.log").display().to_string(),
+    ];
+    supervise(&dir, &run);
+    wait_for(port, &dir.join("redis.log"), "redis-server");
+    format!("redis://127.0.0.1:{port}")
+}
+
+/// A fresh directory for one private server of this test process.
+fn private_dir(kind: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("im-test-{kind}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temp dir for a test server");
+    dir
+}
+
+/// Runs `command` in the background under a supervisor that stops it (and
+/// removes `dir`) once this test process is gone.
+fn supervise(dir: &Path, command: &[String]) {
+    const SUPERVISOR: &str = r#"
+test_pid=$1; dir=$2; shift 2
+"$@" </dev/null >>"$dir/stdout.log" 2>&1 &
+child=$!
+while kill -0 "$test_pid" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
+kill "$child" 2>/dev/null
+wait "$child" 2>/dev/null
+rm -rf "$dir"
+"#;
+    Command::new("sh")
+        .arg("-c")
+        .arg(SUPERVISOR)
+        .arg("im-test-supervisor")
+        .arg(std::process::id().to_string())
+        .arg(dir)
+        .args(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a test server's supervisor");
+}
+
+fn wait_for(port: u16, log: &Path, what: &str) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + START_TIMEOUT;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} did not listen on {addr} within {START_TIMEOUT:?}; its log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// mariadb-install-db as root must be told to make files for root.
+fn as_invoking_user(command: &mut Command) {
+    if is_root() {
+        command.arg("--user=root");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_is_taken_from_either_kind_of_url() {
+        assert_eq!(
+            host_port("mysql://root@127.0.0.1:3306/db"),
+            "127.0.0.1:3306"
+        );
+        assert_eq!(host_port("redis://127.0.0.1:6379"), "127.0.0.1:6379");
+        assert_eq!(host_port("mysql://u:p@h:1?x=y"), "h:1");
+    }
+}
