@@ -177,6 +177,9 @@ kill "$child" 2>/dev/null
 wait "$child" 2>/dev/null
 rm -rf "$dir"
 "#;
+    // Never waited for: it outlives this process by design, and is reaped
+    // by init once it has cleaned up.
+    #[allow(clippy::zombie_processes)]
     Command::new("sh")
         .arg("-c")
         .arg(SUPERVISOR)

@@ -165,6 +165,7 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     page
 }
 
+#[allow(unused_imports)]
 pub use testkit::free_port;
 
 /// Deletes every key under `prefix`.
