@@ -340,3 +340,379 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline alone: upcalls in, downcalls and queued jobs out, with
+    //! the writer and the readers played by the test.
+
+    use bytes::BytesMut;
+    use crossbeam_channel::Receiver;
+    use parking_lot::Mutex;
+    use protocol::pb;
+
+    use super::*;
+    use crate::offline::LogNotifier;
+    use crate::sequencer::Outcome;
+    use crate::store::StoreError;
+
+    const SECRET: &[u8] = b"pipeline-test-secret";
+
+    /// The gateway, as the pipeline sees it: every downcall, in order.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Downcall>>);
+
+    impl Downlink for Recorder {
+        fn send(&self, call: Downcall) {
+            self.0.lock().push(call);
+        }
+        fn flush(&self) {}
+    }
+
+    struct Harness {
+        pipeline: Pipeline,
+        gateway: Arc<Recorder>,
+        writes: Receiver<WriteJob<Ticket>>,
+        reads: Receiver<ReadJob>,
+    }
+
+    fn session(serial: u64) -> SessionId {
+        SessionId {
+            gateway: 9,
+            worker: 0,
+            slot: serial as u32,
+            serial,
+        }
+    }
+
+    fn harness(write_capacity: usize) -> Harness {
+        let gateway = Arc::new(Recorder::default());
+        let (write_tx, writes) = crossbeam_channel::bounded(write_capacity);
+        let (read_tx, reads) = crossbeam_channel::bounded(16);
+        let pipeline = Pipeline::new(
+            &LogicConfig::default(),
+            protocol::DEFAULT_MAX_FRAME,
+            Authenticator::new(SECRET),
+            None,
+            gateway.clone(),
+            write_tx,
+            read_tx,
+            Arc::new(LogNotifier),
+            Arc::new(crate::metrics::LogicMetrics::default()),
+        )
+        .unwrap();
+        Harness {
+            pipeline,
+            gateway,
+            writes,
+            reads,
+        }
+    }
+
+    impl Harness {
+        fn login(&mut self, session: SessionId, uid: u64, device: &str, token: String) {
+            self.pipeline.handle(Upcall::Login {
+                session,
+                req_id: 1,
+                login: pb::LoginReq {
+                    uid,
+                    token,
+                    device_id: device.into(),
+                    platform: pb::Platform::Mobile as i32,
+                },
+            });
+        }
+
+        fn logged_in(&mut self, session: SessionId, uid: u64, device: &str) {
+            let token = protocol::token::mint(SECRET, uid, runtime::clock::unix_secs() + 60);
+            self.login(session, uid, device, token);
+        }
+
+        fn request(&mut self, session: SessionId, uid: u64, req_id: u64, body: Body) {
+            self.pipeline.handle(Upcall::Request {
+                session,
+                uid,
+                frame: Frame {
+                    req_id,
+                    body: Some(body),
+                },
+            });
+        }
+
+        /// The downcalls so far, taken.
+        fn said(&self) -> Vec<Downcall> {
+            std::mem::take(&mut *self.gateway.0.lock())
+        }
+    }
+
+    fn decode(bytes: &Bytes) -> Frame {
+        let mut buf = BytesMut::from(bytes.as_ref());
+        FrameCodec::default().decode(&mut buf).unwrap().unwrap()
+    }
+
+    /// The frames written to `to`, decoded.
+    fn frames_to(calls: &[Downcall], to: SessionId) -> Vec<Frame> {
+        calls
+            .iter()
+            .filter_map(|call| match call {
+                Downcall::Frame { session, frame } if *session == to => Some(decode(frame)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn error_code(frame: &Frame) -> ErrorCode {
+        match &frame.body {
+            Some(Body::Error(e)) => ErrorCode::try_from(e.code).unwrap(),
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    fn send_req(to_uid: u64, id: &str) -> Body {
+        pb::SendReq {
+            to_uid,
+            client_msg_id: id.into(),
+            content_type: 1,
+            content: b"hi".to_vec(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_bad_token_closes_with_auth_failed_and_a_second_device_login_kicks_the_first() {
+        let mut h = harness(16);
+        h.login(session(1), 7, "phone", "7.1.forged".into());
+        let calls = h.said();
+        let [
+            Downcall::Close {
+                session: s,
+                last: Some(last),
+            },
+        ] = &calls[..]
+        else {
+            panic!("{calls:?}")
+        };
+        assert_eq!(*s, session(1));
+        assert_eq!(error_code(&decode(last)), ErrorCode::AuthFailed);
+
+        h.logged_in(session(2), 7, "phone");
+        assert!(matches!(
+            &h.said()[..],
+            [Downcall::LoginAccepted {
+                uid: 7,
+                req_id: 1,
+                ..
+            }]
+        ));
+        h.logged_in(session(3), 7, "phone");
+        let calls = h.said();
+        let kicked = calls
+            .iter()
+            .find_map(|call| match call {
+                Downcall::Close { session: s, last } if *s == session(2) => last.clone(),
+                _ => None,
+            })
+            .expect("the replaced session is closed");
+        assert!(matches!(decode(&kicked).body, Some(Body::Kick(_))));
+    }
+
+    #[test]
+    fn a_send_is_answered_once_durable_with_its_retry_and_pushed_to_every_other_device() {
+        let mut h = harness(16);
+        let (alice_phone, alice_pc, bob) = (session(1), session(2), session(3));
+        h.logged_in(alice_phone, 1, "phone");
+        h.logged_in(alice_pc, 1, "pc");
+        h.logged_in(bob, 2, "phone");
+        h.said();
+
+        h.request(alice_phone, 1, 10, send_req(2, "m1"));
+        h.request(alice_phone, 1, 11, send_req(2, "m1"));
+        assert!(h.said().is_empty(), "nothing answered before the commit");
+        let job = h.writes.try_recv().expect("one write queued");
+        assert!(h.writes.try_recv().is_err(), "the retry waits on the first");
+        assert!(matches!(&job.op, WriteOp::Send { from: 1, to: 2, .. }));
+
+        let message = pb::Message {
+            msg_id: 500,
+            from_uid: 1,
+            to_uid: 2,
+            seq: 1,
+            client_msg_id: "m1".into(),
+            content_type: 1,
+            content: b"hi".to_vec(),
+            server_time_ms: 5,
+        };
+        h.pipeline.on_committed(vec![(
+            job.ticket,
+            Ok(Outcome::Sent {
+                message,
+                duplicate: false,
+            }),
+        )]);
+        let calls = h.said();
+        let answers = frames_to(&calls, alice_phone);
+        let duplicates: Vec<(u64, bool)> = answers
+            .iter()
+            .map(|f| match &f.body {
+                Some(Body::SendResp(r)) => (f.req_id, r.duplicate),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(duplicates, vec![(10, false), (11, true)]);
+        for device in [bob, alice_pc] {
+            let pushes = frames_to(&calls, device);
+            assert!(
+                matches!(
+                    &pushes[..],
+                    [Frame {
+                        body: Some(Body::Push(_)),
+                        ..
+                    }]
+                ),
+                "{pushes:?}"
+            );
+        }
+        assert_eq!(h.pipeline.acks.pending(), 2, "each push waits for its ack");
+        h.pipeline.handle(Upcall::PushAck {
+            session: bob,
+            uid: 2,
+            msg_id: 500,
+        });
+        assert_eq!(h.pipeline.acks.pending(), 1);
+
+        // Later: a retry is answered from the recent ids, nothing queued.
+        h.request(alice_phone, 1, 12, send_req(2, "m1"));
+        assert!(h.writes.try_recv().is_err());
+        let answers = frames_to(&h.said(), alice_phone);
+        assert!(matches!(
+            &answers[0].body,
+            Some(Body::SendResp(pb::SendResp {
+                duplicate: true,
+                msg_id: 500,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_failed_commit_refuses_the_send_and_its_waiting_retry_and_a_new_try_is_queued() {
+        let mut h = harness(16);
+        h.logged_in(session(1), 1, "phone");
+        h.request(session(1), 1, 10, send_req(2, "m1"));
+        h.request(session(1), 1, 11, send_req(2, "m1"));
+        let job = h.writes.try_recv().unwrap();
+        h.said();
+        h.pipeline.on_committed(vec![(
+            job.ticket,
+            Err(StoreError::Unavailable("disk on fire".into())),
+        )]);
+        let codes: Vec<ErrorCode> = frames_to(&h.said(), session(1))
+            .iter()
+            .map(error_code)
+            .collect();
+        assert_eq!(codes, vec![ErrorCode::Unavailable, ErrorCode::Unavailable]);
+        h.request(session(1), 1, 12, send_req(2, "m1"));
+        assert!(h.writes.try_recv().is_ok(), "the retry is a new write");
+    }
+
+    #[test]
+    fn what_the_contract_refuses_is_answered_at_once_and_queues_nothing() {
+        let mut h = harness(16);
+        let me = session(1);
+        h.logged_in(me, 1, "phone");
+        h.said();
+        let cases: Vec<(Body, ErrorCode)> = vec![
+            (send_req(1, "self"), ErrorCode::InvalidArgument),
+            (send_req(0, "nobody"), ErrorCode::InvalidArgument),
+            (send_req(2, ""), ErrorCode::InvalidArgument),
+            (send_req(2, &"x".repeat(65)), ErrorCode::InvalidArgument),
+            (
+                pb::HistoryReq {
+                    peer_uid: 0,
+                    ..Default::default()
+                }
+                .into(),
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                pb::ReadReq {
+                    peer_uid: 1,
+                    seq: 1,
+                }
+                .into(),
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                pb::ProfileReq {
+                    uids: (0..101).collect(),
+                }
+                .into(),
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                pb::SetProfileReq {
+                    nickname: "n".repeat(65),
+                    avatar_url: String::new(),
+                }
+                .into(),
+                ErrorCode::InvalidArgument,
+            ),
+            (pb::Ping {}.into(), ErrorCode::BadFrame),
+        ];
+        for (n, (body, code)) in cases.into_iter().enumerate() {
+            h.request(me, 1, n as u64 + 1, body);
+            let frames = frames_to(&h.said(), me);
+            assert_eq!(frames.len(), 1, "case {n}");
+            assert_eq!(frames[0].req_id, n as u64 + 1);
+            assert_eq!(error_code(&frames[0]), code, "case {n}");
+        }
+        h.pipeline.handle(Upcall::Request {
+            session: me,
+            uid: 1,
+            frame: Frame {
+                req_id: 99,
+                body: None,
+            },
+        });
+        assert_eq!(
+            error_code(&frames_to(&h.said(), me)[0]),
+            ErrorCode::BadFrame
+        );
+        assert!(h.writes.try_recv().is_err());
+        assert!(h.reads.try_recv().is_err());
+    }
+
+    #[test]
+    fn reads_go_to_the_readers_and_a_full_writer_queue_is_unavailable() {
+        let mut h = harness(1);
+        let me = session(1);
+        h.logged_in(me, 1, "phone");
+        h.said();
+        h.request(
+            me,
+            1,
+            5,
+            pb::SyncReq {
+                cursor: 0,
+                limit: 0,
+            }
+            .into(),
+        );
+        let job = h.reads.try_recv().expect("a read job");
+        assert_eq!((job.session, job.req_id, job.uid), (me, 5, 1));
+        assert!(matches!(job.query, ReadQuery::Sync(_)));
+
+        h.request(me, 1, 6, send_req(2, "a"));
+        h.request(me, 1, 7, send_req(2, "b"));
+        let frames = frames_to(&h.said(), me);
+        assert_eq!(frames.len(), 1, "the first waits for its commit");
+        assert_eq!(
+            (frames[0].req_id, error_code(&frames[0])),
+            (7, ErrorCode::Unavailable)
+        );
+        // The refused send left no pending entry: its retry is queued anew.
+        drop(h.writes.try_recv());
+        h.request(me, 1, 8, send_req(2, "b"));
+        assert!(h.writes.try_recv().is_ok());
+    }
+}

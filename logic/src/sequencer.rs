@@ -401,3 +401,188 @@ impl Sequencer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The sequencer's rules on a real (embedded) store: seqs per
+    //! conversation without gaps, dedup against what is stored, a failed
+    //! commit that takes its seqs back, reads clamped and never moved back,
+    //! deletes that hide, and versions that only grow.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::store::testing::{FailingCommit, send, sent, temp_sqlite};
+
+    struct Fixture {
+        dir: std::path::PathBuf,
+        store: FailingCommit,
+        fail: Arc<AtomicBool>,
+        sequencer: Sequencer,
+    }
+
+    impl Fixture {
+        fn new(name: &str) -> Fixture {
+            let (dir, inner) = temp_sqlite(name);
+            let fail = Arc::new(AtomicBool::new(false));
+            Fixture {
+                dir,
+                store: FailingCommit {
+                    inner,
+                    fail: fail.clone(),
+                },
+                fail,
+                sequencer: Sequencer::new(Recovered::default(), 3, 1000),
+            }
+        }
+
+        fn apply(&mut self, ops: &[WriteOp], now_ms: u64) -> Result<Applied, StoreError> {
+            let ops: Vec<&WriteOp> = ops.iter().collect();
+            self.sequencer.apply(&mut self.store, &ops, now_ms)
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn read_of(outcome: &Outcome) -> &ReadOutcome {
+        match outcome {
+            Outcome::Read(read) | Outcome::Deleted(read) => read,
+            other => panic!("not a read: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_conversation_counts_its_own_seqs_whoever_sends() {
+        let mut f = Fixture::new("seq-gapless");
+        let batch = f
+            .apply(
+                &[
+                    send(1, 2, "a"),
+                    send(2, 1, "b"),
+                    send(1, 3, "c"),
+                    send(1, 2, "d"),
+                ],
+                10,
+            )
+            .unwrap();
+        let seqs: Vec<u64> = batch.outcomes.iter().map(|o| sent(o).0).collect();
+        assert_eq!(seqs, vec![1, 2, 1, 3]);
+        let next = f.apply(&[send(2, 1, "e")], 11).unwrap();
+        assert_eq!(sent(&next.outcomes[0]), (4, false));
+    }
+
+    #[test]
+    fn a_stored_client_msg_id_is_the_original_in_this_batch_and_later() {
+        let mut f = Fixture::new("seq-dedup");
+        let batch = f.apply(&[send(1, 2, "x"), send(1, 2, "x")], 10).unwrap();
+        assert_eq!(sent(&batch.outcomes[0]), (1, false));
+        assert_eq!(sent(&batch.outcomes[1]), (1, true));
+        let later = f.apply(&[send(1, 2, "x"), send(1, 2, "y")], 11).unwrap();
+        assert_eq!(sent(&later.outcomes[0]), (1, true));
+        assert_eq!(sent(&later.outcomes[1]), (2, false));
+    }
+
+    #[test]
+    fn a_failed_commit_takes_its_seqs_and_ids_back() {
+        let mut f = Fixture::new("seq-failed");
+        let first = f.apply(&[send(1, 2, "a")], 10).unwrap();
+        let Outcome::Sent { message: a, .. } = &first.outcomes[0] else {
+            panic!()
+        };
+        f.fail.store(true, Ordering::SeqCst);
+        assert!(f.apply(&[send(1, 2, "b"), send(2, 1, "c")], 11).is_err());
+        f.fail.store(false, Ordering::SeqCst);
+        let retry = f.apply(&[send(2, 1, "c")], 12).unwrap();
+        let Outcome::Sent {
+            message: c,
+            duplicate,
+        } = &retry.outcomes[0]
+        else {
+            panic!()
+        };
+        assert_eq!((c.seq, *duplicate), (2, false), "no gap where b failed");
+        assert!(c.msg_id > a.msg_id);
+    }
+
+    #[test]
+    fn reads_are_clamped_never_move_back_and_tell_the_unread_left() {
+        let mut f = Fixture::new("seq-read");
+        f.apply(&[send(1, 2, "a"), send(1, 2, "b"), send(1, 2, "c")], 10)
+            .unwrap();
+        let read = |owner, peer, seq| WriteOp::Read { owner, peer, seq };
+        let done = f.apply(&[read(2, 1, 2)], 11).unwrap();
+        let outcome = read_of(&done.outcomes[0]);
+        assert!(outcome.changed);
+        assert_eq!(
+            (outcome.seq, outcome.unread, outcome.total_unread),
+            (2, 1, 1)
+        );
+        let back = f.apply(&[read(2, 1, 1)], 12).unwrap();
+        let outcome = read_of(&back.outcomes[0]);
+        assert!(!outcome.changed, "a read never moves back");
+        assert_eq!(outcome.seq, 2);
+        let past = f.apply(&[read(2, 1, 99)], 13).unwrap();
+        let outcome = read_of(&past.outcomes[0]);
+        assert_eq!(
+            (outcome.seq, outcome.unread),
+            (3, 0),
+            "clamped to the last seq"
+        );
+        // The sender's side of the conversation learned the receipt.
+        let rows = f.store.load_conversations(&[(1, 2)]).unwrap();
+        assert_eq!(rows[0].peer_read_seq, 3);
+        // A conversation that does not exist reads as nothing, and changes nothing.
+        let none = f.apply(&[read(5, 6, 1)], 14).unwrap();
+        assert!(!read_of(&none.outcomes[0]).changed);
+        assert!(none.changes.is_empty());
+    }
+
+    #[test]
+    fn a_delete_reads_to_the_end_and_hides_until_the_next_message() {
+        let mut f = Fixture::new("seq-delete");
+        f.apply(&[send(1, 2, "a"), send(1, 2, "b")], 10).unwrap();
+        let done = f
+            .apply(&[WriteOp::Delete { owner: 2, peer: 1 }], 11)
+            .unwrap();
+        assert_eq!(read_of(&done.outcomes[0]).unread, 0);
+        let row = &f.store.load_conversations(&[(2, 1)]).unwrap()[0];
+        assert!(row.hidden);
+        assert_eq!(row.deleted_up_to, 2);
+        f.apply(&[send(1, 2, "c")], 12).unwrap();
+        let row = &f.store.load_conversations(&[(2, 1)]).unwrap()[0];
+        assert!(!row.hidden, "the next message shows it again");
+        assert_eq!((row.deleted_up_to, row.last_seq), (2, 3));
+    }
+
+    #[test]
+    fn every_change_takes_a_higher_version_and_is_reported_for_the_caches() {
+        let mut f = Fixture::new("seq-version");
+        let first = f.apply(&[send(1, 2, "a")], 10).unwrap();
+        let mut changed: Vec<(u64, u64, u64)> = first
+            .changes
+            .iter()
+            .map(|c| (c.owner, c.peer, c.unread))
+            .collect();
+        changed.sort();
+        assert_eq!(changed, vec![(1, 2, 0), (2, 1, 1)]);
+        let rows = f.store.load_conversations(&[(1, 2), (2, 1)]).unwrap();
+        let before = rows.iter().map(|r| r.version).max().unwrap();
+        f.apply(
+            &[WriteOp::SetProfile {
+                uid: 1,
+                nickname: "n".into(),
+                avatar_url: String::new(),
+            }],
+            11,
+        )
+        .unwrap();
+        f.apply(&[send(2, 1, "b")], 12).unwrap();
+        let rows = f.store.load_conversations(&[(1, 2), (2, 1)]).unwrap();
+        assert!(rows.iter().all(|r| r.version > before));
+    }
+}

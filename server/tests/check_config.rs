@@ -87,7 +87,10 @@ fn auth_section() {
 fn storage_section() {
     refused(&[
         ("[storage]\nbackend = \"postgres\"\n", "backend"),
-        ("[storage]\nsqlite_synchronous = \"off\"\n", "sqlite_synchronous"),
+        (
+            "[storage]\nsqlite_synchronous = \"off\"\n",
+            "sqlite_synchronous",
+        ),
         ("[storage]\ndata_dir = \"\"\n", "storage.data_dir"),
         ("[storage]\nbackend = \"mysql\"\n", "storage.mysql_urls"),
         (

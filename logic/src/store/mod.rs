@@ -23,6 +23,8 @@ pub mod journal;
 pub mod mysql;
 pub mod sharded;
 pub mod sqlite;
+#[cfg(test)]
+pub mod testing;
 
 use std::sync::Arc;
 

@@ -431,71 +431,10 @@ mod partial_commit {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::sequencer::{Outcome, Sequencer, WriteOp};
+    use crate::sequencer::Sequencer;
     use crate::store::Backend;
     use crate::store::sqlite::{Sqlite, Synchronous};
-
-    /// A shard whose commits fail while `fail` is set.
-    struct FailingCommit {
-        inner: Box<dyn WriteStore>,
-        fail: Arc<AtomicBool>,
-    }
-
-    impl WriteStore for FailingCommit {
-        fn recover(&mut self) -> StoreResult<Recovered> {
-            self.inner.recover()
-        }
-        fn begin(&mut self) -> StoreResult<()> {
-            self.inner.begin()
-        }
-        fn commit(&mut self) -> StoreResult<()> {
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(StoreError::Unavailable("injected commit failure".into()));
-            }
-            self.inner.commit()
-        }
-        fn rollback(&mut self) {
-            self.inner.rollback()
-        }
-        fn find_sent(&mut self, keys: &[SentKey<'_>]) -> StoreResult<Vec<pb::Message>> {
-            self.inner.find_sent(keys)
-        }
-        fn load_conversations(&mut self, keys: &[(u64, u64)]) -> StoreResult<Vec<ConvRow>> {
-            self.inner.load_conversations(keys)
-        }
-        fn insert_messages(&mut self, messages: &[pb::Message]) -> StoreResult<()> {
-            self.inner.insert_messages(messages)
-        }
-        fn put_conversations(&mut self, rows: &[&ConvRow]) -> StoreResult<()> {
-            self.inner.put_conversations(rows)
-        }
-        fn put_profiles(&mut self, profiles: &[pb::Profile], updated_ms: u64) -> StoreResult<()> {
-            self.inner.put_profiles(profiles, updated_ms)
-        }
-        fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
-            self.inner.total_unread(owner)
-        }
-        fn last_seqs(&mut self, pairs: &[Pair]) -> StoreResult<Vec<(Pair, u64)>> {
-            self.inner.last_seqs(pairs)
-        }
-    }
-
-    fn send(from: u64, to: u64, id: &str) -> WriteOp {
-        WriteOp::Send {
-            from,
-            to,
-            client_msg_id: id.into(),
-            content_type: 1,
-            content: id.as_bytes().to_vec(),
-        }
-    }
-
-    fn sent(outcome: &Outcome) -> (u64, bool) {
-        match outcome {
-            Outcome::Sent { message, duplicate } => (message.seq, *duplicate),
-            other => panic!("not a send: {other:?}"),
-        }
-    }
+    use crate::store::testing::{FailingCommit, send, sent};
 
     #[test]
     fn rows_behind_their_messages_are_repaired_on_load() {
