@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command (README): every test in the workspace.
+#
+#   bash scripts/test.sh [cargo test options]
+#
+# The tests need no server running: those that need MariaDB and Redis start
+# private instances of their own on free loopback ports (testkit/), so only
+# the server binaries must be installed. When they are not, this installs
+# them (Debian, as root) or says what to install. IM_TEST_MYSQL_URL and
+# IM_TEST_REDIS_URL point the tests at existing servers instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+missing=()
+if [ -z "${IM_TEST_MYSQL_URL:-}" ] && ! have mariadbd && ! have mysqld; then missing+=(mariadb-server); fi
+if [ -z "${IM_TEST_REDIS_URL:-}" ] && ! have redis-server; then missing+=(redis-server); fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${missing[*]} (the tests start private instances)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    echo "the tests need ${missing[*]}: install them (Debian: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+exec cargo test --workspace "$@"
