@@ -5,12 +5,14 @@
 //! of committed rows, and a missing entry is rebuilt from storage. The
 //! rules that keep the copies right:
 //!
-//! - **One writer.** Cache entries change only on the storage writer thread:
-//!   after each commit it applies the batch's row changes (`apply`), and it
-//!   alone rebuilds a missing entry (`rebuild`), from its own read of
-//!   storage between two commits. Updates and rebuilds are therefore in
-//!   commit order, and a rebuild can never race an update. A reader that
-//!   misses answers from storage and asks the writer to rebuild.
+//! - **One writer.** Cache entries change only on the thread that answers
+//!   durable batches (`answers.rs`: the flush thread behind the journal, the
+//!   group-commit thread on MySQL): after each batch it applies the batch's
+//!   row changes (`apply`) before anyone is answered, and it alone rebuilds
+//!   a missing entry (`rebuild`), from its own read of storage between two
+//!   batches. Updates and rebuilds are therefore in commit order, and a
+//!   rebuild can never race an update. A reader that misses answers from
+//!   storage and asks that thread to rebuild.
 //! - **Updates only touch entries that exist** (a Lua script checks), so a
 //!   partial entry is never started by an update.
 //! - **Profiles are written through**: the writer SETs the new profile

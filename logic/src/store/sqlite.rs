@@ -1,18 +1,18 @@
-//! The embedded store: SQLite in the data dir (`<data_dir>/im.sqlite3`), so
-//! `im-gateway` needs no database server.
+//! SQLite in the data dir (`<data_dir>/im.sqlite3`): the embedded store's
+//! tables, so a node needs no database server.
 //!
-//! Durability: WAL mode with `synchronous = FULL` by default. Every commit
-//! fsyncs the write-ahead log before it returns, and SendResp is sent only
-//! after the commit returns, so an acknowledged message survives a process
-//! crash (`kill -9`) *and* a power loss or kernel crash. With
-//! `storage.sqlite_synchronous = "normal"` the WAL is fsynced only at
-//! checkpoints: acknowledged messages still survive a process crash, but the
-//! last transactions before a power loss may be lost. Group commit is what
-//! keeps FULL fast: one fsync covers a whole batch of messages.
+//! It is not written on a message's path: the journal (`journal/`) is. The
+//! journal's applier copies journal records into SQLite, many batches per
+//! transaction, and every reader thread reads SQLite on its own connection
+//! (WAL mode: readers see committed data without waiting for the applier).
+//! The `WriteStore` here is the applier's connection, and the plain store
+//! the journal's tests and recovery compare against.
 //!
-//! One connection writes (the writer thread); each reader thread has its
-//! own connection and, thanks to WAL, reads committed data without waiting
-//! for the writer.
+//! `storage.sqlite_synchronous` sets how both reach the disk: "full"
+//! fdatasyncs each journal record before its batch is answered and fsyncs
+//! SQLite's WAL on every commit; "normal" does neither (a process crash
+//! loses nothing acknowledged, a power loss may). docs/operations.md says
+//! exactly what each setting gives.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
