@@ -7,6 +7,10 @@ use std::net::SocketAddr;
 use runtime::config::{Invalid, positive, socket_addr};
 use serde::{Deserialize, Serialize};
 
+/// Most event-loop threads: a session's serial names its worker in 16 bits
+/// (`protocol::link::SessionId`), and far fewer than that make sense.
+pub const MAX_WORKERS: usize = 1024;
+
 /// `[gateway]`: the connection tier.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +78,12 @@ impl GatewayConfig {
             ("gateway.inbound_burst", self.inbound_burst as u64),
             ("gateway.accept_batch", self.accept_batch as u64),
         ])?;
+        if self.workers > MAX_WORKERS {
+            return Err(Invalid::new(
+                "gateway.workers",
+                format!("must be 0 (half the cores) to {MAX_WORKERS}"),
+            ));
+        }
         if !(64..=u32::MAX as usize).contains(&self.max_frame) {
             return Err(Invalid::new(
                 "gateway.max_frame",

@@ -61,7 +61,7 @@ pub enum StartError {
 
 /// A running gateway: its threads, its address, its way down to the workers.
 pub struct GatewayHandle {
-    id: u64,
+    id: u32,
     local_addr: SocketAddr,
     shutdown: Arc<AtomicBool>,
     listener_wake: Arc<Wake>,
@@ -118,7 +118,7 @@ pub fn start(
         });
         let parts = WorkerParts {
             gateway: id,
-            id: worker as u32,
+            id: worker as u16,
             poll,
             accepted: conn_rx,
             inbox: Inbox {
@@ -155,7 +155,7 @@ pub fn start(
     }
     threads.push(spawn("im-listener".into(), move || listener.run()).map_err(io_error)?);
     log::info!(
-        "gateway {id:016x} listening on {local_addr} with {} workers",
+        "gateway {id:08x} listening on {local_addr} with {} workers",
         config.worker_count()
     );
     Ok(GatewayHandle {
@@ -173,10 +173,10 @@ pub fn start(
 /// A random id: unique per process lifetime across every gateway of a
 /// deployment without any coordination (a restarted gateway is a new one, so
 /// nothing addressed to its previous run reaches its new sessions).
-fn gateway_id() -> io::Result<u64> {
-    let mut bytes = [0u8; 8];
+fn gateway_id() -> io::Result<u32> {
+    let mut bytes = [0u8; 4];
     getrandom::fill(&mut bytes).map_err(io::Error::other)?;
-    Ok(u64::from_le_bytes(bytes))
+    Ok(u32::from_le_bytes(bytes))
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
@@ -185,7 +185,7 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHand
 
 impl GatewayHandle {
     /// This gateway's id: `SessionId::gateway` of its sessions.
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> u32 {
         self.id
     }
 

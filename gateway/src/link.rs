@@ -137,12 +137,12 @@ pub struct Mailbox {
 #[derive(Clone)]
 pub struct Mailboxes {
     /// The gateway whose workers these are (`SessionId::gateway`).
-    gateway: u64,
+    gateway: u32,
     workers: Arc<Vec<Mailbox>>,
 }
 
 impl Mailboxes {
-    pub fn new(gateway: u64, workers: Vec<Mailbox>) -> Mailboxes {
+    pub fn new(gateway: u32, workers: Vec<Mailbox>) -> Mailboxes {
         Mailboxes {
             gateway,
             workers: Arc::new(workers),
@@ -158,7 +158,7 @@ impl Mailboxes {
 impl Downlink for Mailboxes {
     fn send(&self, call: Downcall) {
         let session = call.session();
-        let mailbox = match self.workers.get(session.worker as usize) {
+        let mailbox = match self.workers.get(session.worker()) {
             Some(mailbox) if session.gateway == self.gateway => mailbox,
             _ => {
                 log::warn!("downcall for a session not of this gateway: {session:?}");

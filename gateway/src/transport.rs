@@ -9,15 +9,15 @@
 //! event loop derives interest from what the session has queued *and* what
 //! the transport still wants to write ([`Transport::interest`]).
 //!
-//! A transport registers with mio itself (it implements `event::Source`),
-//! so the worker registers whatever it holds without reaching inside.
+//! Whatever runs on it, a transport is one TCP socket underneath: that is
+//! what the worker registers with mio ([`Transport::socket`]).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
+use mio::Interest;
 use mio::net::TcpStream;
-use mio::{Interest, Registry, Token, event};
 
 /// One connection's byte stream.
 pub enum Transport {
@@ -76,40 +76,16 @@ impl Transport {
         let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
     }
 
-    /// The TCP stream underneath, whatever runs on it.
+    /// The TCP socket underneath, to register with the poll.
+    pub fn socket(&mut self) -> &mut TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+        }
+    }
+
     fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Plain(stream) => stream,
         }
-    }
-
-    fn tcp_mut(&mut self) -> &mut TcpStream {
-        match self {
-            Transport::Plain(stream) => stream,
-        }
-    }
-}
-
-impl event::Source for Transport {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.tcp_mut().register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.tcp_mut().reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.tcp_mut().deregister(registry)
     }
 }

@@ -70,8 +70,8 @@ struct Timer {
 /// What a worker needs from the outside world, handed over at start.
 pub struct WorkerParts {
     /// The gateway this worker belongs to (`SessionId::gateway`).
-    pub gateway: u64,
-    pub id: u32,
+    pub gateway: u32,
+    pub id: u16,
     pub poll: Poll,
     pub accepted: Receiver<TcpStream>,
     pub inbox: Inbox,
@@ -83,8 +83,8 @@ pub struct WorkerParts {
 }
 
 pub struct Worker {
-    gateway: u64,
-    id: u32,
+    gateway: u32,
+    id: u16,
     poll: Poll,
     sessions: Slab<Session>,
     timers: TimerWheel<Timer>,
@@ -108,8 +108,8 @@ pub struct Worker {
     /// `Closed` upcalls the uplink refused; retried every turn, because the
     /// logic tier must never keep a ghost device.
     unsent_closes: VecDeque<Upcall>,
-    /// Serial numbers: the worker id in the top 16 bits keeps them unique
-    /// across workers.
+    /// Serial numbers: the worker id in the top 16 bits
+    /// (`SessionId::first_serial`) keeps them unique across workers.
     next_serial: u64,
     /// When shutdown began (worker clock), once it has.
     draining_since: Option<u64>,
@@ -136,7 +136,7 @@ impl Worker {
             dirty: Vec::new(),
             read_again: Vec::new(),
             unsent_closes: VecDeque::new(),
-            next_serial: (parts.id as u64) << 48,
+            next_serial: SessionId::first_serial(parts.id),
             draining_since: None,
             config,
         }
@@ -249,7 +249,6 @@ impl Worker {
     fn session_id(&self, slot: usize, serial: u64) -> SessionId {
         SessionId {
             gateway: self.gateway,
-            worker: self.id,
             slot: slot as u32,
             serial,
         }
@@ -269,7 +268,7 @@ impl Worker {
             if let Err(e) =
                 self.poll
                     .registry()
-                    .register(&mut transport, Token(slot), Interest::READABLE)
+                    .register(transport.socket(), Token(slot), Interest::READABLE)
             {
                 log::warn!("worker {}: cannot register connection: {e}", self.id);
                 self.open_connections.fetch_sub(1, Ordering::AcqRel);
@@ -697,7 +696,7 @@ impl Worker {
             if let Err(e) =
                 self.poll
                     .registry()
-                    .reregister(&mut session.transport, Token(slot), interest)
+                    .reregister(session.transport.socket(), Token(slot), interest)
             {
                 log::debug!("worker {}: reregister failed: {e}", self.id);
                 self.close(slot, CloseReason::IoError, None);
@@ -779,7 +778,7 @@ impl Worker {
         let unsent = session.drop_output();
         self.metrics.gauge(Gauge::OutboundBytes, -(unsent as i64));
         self.metrics.gauge(Gauge::Connections, -1);
-        let _ = self.poll.registry().deregister(&mut session.transport);
+        let _ = self.poll.registry().deregister(session.transport.socket());
         self.open_connections.fetch_sub(1, Ordering::AcqRel);
     }
 

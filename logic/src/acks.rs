@@ -117,7 +117,6 @@ mod tests {
 
     const S: SessionId = SessionId {
         gateway: 1,
-        worker: 0,
         slot: 1,
         serial: 1,
     };

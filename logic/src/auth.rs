@@ -4,7 +4,7 @@
 //! The secret comes from `auth.secret`, else `IM_AUTH_SECRET`, else a file
 //! `<data_dir>/auth.secret` generated with 32 random bytes on first start
 //! (mode 0600, its path logged), so a newcomer's quickstart is signed too.
-//! `im-gateway token` reads the same secret to mint tokens.
+//! `im-server token` reads the same secret to mint tokens.
 
 use std::fs;
 use std::io::{self, Write};

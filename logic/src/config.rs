@@ -14,7 +14,7 @@ pub struct AuthConfig {
     /// variable `IM_AUTH_SECRET`, else a random secret generated once into
     /// `<data_dir>/auth.secret`. There is no setting that accepts unsigned logins.
     pub secret: String,
-    /// Lifetime of tokens minted by `im-gateway token` unless `--ttl` says otherwise.
+    /// Lifetime of tokens minted by `im-server token` unless `--ttl` says otherwise.
     pub token_ttl_secs: u64,
 }
 

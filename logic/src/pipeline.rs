@@ -379,7 +379,6 @@ mod tests {
     fn session(serial: u64) -> SessionId {
         SessionId {
             gateway: 9,
-            worker: 0,
             slot: serial as u32,
             serial,
         }
@@ -407,6 +406,15 @@ mod tests {
             writes,
             reads,
         }
+    }
+
+    /// A harness with user 1 logged in on one session, its answers taken.
+    fn with_one_user(write_capacity: usize) -> (Harness, SessionId) {
+        let mut h = harness(write_capacity);
+        let me = session(1);
+        h.logged_in(me, 1, "phone");
+        h.said();
+        (h, me)
     }
 
     impl Harness {
@@ -617,10 +625,7 @@ mod tests {
 
     #[test]
     fn what_the_contract_refuses_is_answered_at_once_and_queues_nothing() {
-        let mut h = harness(16);
-        let me = session(1);
-        h.logged_in(me, 1, "phone");
-        h.said();
+        let (mut h, me) = with_one_user(16);
         let cases: Vec<(Body, ErrorCode)> = vec![
             (send_req(1, "self"), ErrorCode::InvalidArgument),
             (send_req(0, "nobody"), ErrorCode::InvalidArgument),
@@ -684,10 +689,7 @@ mod tests {
 
     #[test]
     fn reads_go_to_the_readers_and_a_full_writer_queue_is_unavailable() {
-        let mut h = harness(1);
-        let me = session(1);
-        h.logged_in(me, 1, "phone");
-        h.said();
+        let (mut h, me) = with_one_user(1);
         h.request(
             me,
             1,

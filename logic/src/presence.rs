@@ -81,7 +81,6 @@ mod tests {
             platform: 1,
             session: SessionId {
                 gateway: 1,
-                worker: 0,
                 slot: serial as u32,
                 serial,
             },

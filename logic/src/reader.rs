@@ -17,7 +17,7 @@ use protocol::{Body, ErrorCode, Frame, FrameCodec, pb};
 
 use crate::cache::Cache;
 use crate::pages::{Keep, fit};
-use crate::requests::{self, ReadQuery};
+use crate::requests::{self, ReadQuery, Reading};
 use crate::store::{ConvRow, Pair, ReadStore, StoreError, StoreResult};
 
 /// Ids and seqs are stored below 2^63; client-supplied bounds are clamped.
@@ -47,13 +47,7 @@ pub fn spawn(
                 .name(format!("im-store-reader-{n}"))
                 .spawn(move || {
                     for job in jobs {
-                        let frame = match answer(
-                            store.as_mut(),
-                            &mut cache,
-                            job.uid,
-                            &job.query,
-                            max_frame,
-                        ) {
+                        let frame = match answer(store.as_mut(), &mut cache, &job, max_frame) {
                             Ok(body) => Frame {
                                 req_id: job.req_id,
                                 body: Some(body),
@@ -97,37 +91,39 @@ impl From<StoreError> for ReadError {
     }
 }
 
-/// Answers one query for `uid` from one snapshot, and the caches where
-/// they can answer.
-pub fn answer(
+/// Answers one job from one snapshot, and the caches where they can answer.
+fn answer(
     store: &mut dyn ReadStore,
     cache: &mut Cache,
-    uid: u64,
-    query: &ReadQuery,
+    job: &ReadJob,
     max_frame: usize,
 ) -> Result<Body, ReadError> {
     // Reads change nothing, so a storage error gets one more try: the store
     // has replaced a connection that died (a database restart) by then.
-    match answer_once(store, cache, uid, query, max_frame) {
-        Err(ReadError::Store(StoreError::Unavailable(e))) => {
-            log::debug!("read failed ({e}), trying once more");
-            answer_once(store, cache, uid, query, max_frame)
+    let mut retried = false;
+    loop {
+        let body = store
+            .begin_snapshot()
+            .map_err(ReadError::from)
+            .and_then(|()| {
+                let reading = Reading {
+                    store: &mut *store,
+                    cache: &mut *cache,
+                    uid: job.uid,
+                    max_frame,
+                };
+                let body = requests::answer(reading, &job.query);
+                store.end_snapshot();
+                body
+            });
+        match body {
+            Err(ReadError::Store(StoreError::Unavailable(e))) if !retried => {
+                log::debug!("read failed ({e}), trying once more");
+                retried = true;
+            }
+            other => return other,
         }
-        other => other,
     }
-}
-
-fn answer_once(
-    store: &mut dyn ReadStore,
-    cache: &mut Cache,
-    uid: u64,
-    query: &ReadQuery,
-    max_frame: usize,
-) -> Result<Body, ReadError> {
-    store.begin_snapshot()?;
-    let body = requests::answer(store, cache, uid, query, max_frame);
-    store.end_snapshot();
-    body
 }
 
 /// A requested page size: 0 means `default`, anything above `max` is `max`.

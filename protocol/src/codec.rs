@@ -85,16 +85,7 @@ impl FrameCodec {
         message: &M,
         dst: &mut BytesMut,
     ) -> Result<(), FrameError> {
-        let len = message.encoded_len();
-        if len == 0 {
-            return Err(FrameError::Empty);
-        }
-        if len > self.max_frame {
-            return Err(FrameError::TooLarge {
-                len,
-                max: self.max_frame,
-            });
-        }
+        let len = self.checked_len(message.encoded_len())?;
         dst.reserve(LENGTH_PREFIX_LEN + len);
         dst.put_u32(len as u32);
         // Cannot fail: `reserve` made room for `len` bytes and `BytesMut` grows anyway.
@@ -146,7 +137,12 @@ impl FrameCodec {
         let Some(prefix) = src.first_chunk::<LENGTH_PREFIX_LEN>() else {
             return Ok(None);
         };
-        let len = u32::from_be_bytes(*prefix) as usize;
+        self.checked_len(u32::from_be_bytes(*prefix) as usize)
+            .map(Some)
+    }
+
+    /// A body length within the limits, either direction: 1..=max_frame.
+    fn checked_len(&self, len: usize) -> Result<usize, FrameError> {
         if len == 0 {
             return Err(FrameError::Empty);
         }
@@ -156,6 +152,6 @@ impl FrameCodec {
                 max: self.max_frame,
             });
         }
-        Ok(Some(len))
+        Ok(len)
     }
 }

@@ -3,7 +3,7 @@
 //! the deployment's secret.
 //!
 //! Any service holding the secret can mint tokens (an account service, the
-//! `im-gateway token` command, the load tester); the logic tier verifies them
+//! `im-server token` command, the load tester); the logic tier verifies them
 //! with no lookup. The signature check is constant-time.
 
 use base64::Engine;

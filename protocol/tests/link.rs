@@ -4,16 +4,15 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use protocol::link::wire::{self, LinkError, pb as link_pb};
+use protocol::link::wire::{LinkError, pb as link_pb};
 use protocol::link::{Downcall, SessionId, Upcall};
 use protocol::{Frame, FrameCodec, pb};
 
-fn session(gateway: u64, worker: u32, slot: u32, serial: u64) -> SessionId {
+fn session(gateway: u32, worker: u16, slot: u32, count: u64) -> SessionId {
     SessionId {
         gateway,
-        worker,
         slot,
-        serial,
+        serial: SessionId::first_serial(worker) + count,
     }
 }
 
@@ -78,43 +77,41 @@ fn every_downcall(id: SessionId) -> Vec<Downcall> {
         },
         Downcall::Close {
             session: id,
-            last: Some(Bytes::new()),
+            last: Some(Bytes::from_static(b"\0\0\0\x02\x08\x02")),
         },
     ]
 }
 
-/// Through the codec and back, as the TCP link will carry them.
-fn round_trip_upcalls(calls: Vec<Upcall>) -> Vec<Upcall> {
+/// Through the codec and back, as the TCP link will carry them: the calls
+/// as one link frame (a `Batch`), decoded again.
+fn round_trip(ups: Vec<Upcall>, downs: Vec<Downcall>) -> (Vec<Upcall>, Vec<Downcall>) {
     let codec = FrameCodec::new(1 << 20);
     let mut buf = BytesMut::new();
-    codec
-        .encode_message(&wire::upcalls(calls), &mut buf)
-        .expect("encodes");
-    let message: link_pb::Upcalls = codec.decode_message(&mut buf).unwrap().expect("whole");
+    let batch = link_pb::Batch {
+        upcalls: ups.into_iter().map(Into::into).collect(),
+        downcalls: downs.into_iter().map(Into::into).collect(),
+    };
+    codec.encode_message(&batch, &mut buf).expect("encodes");
+    let decoded: link_pb::Batch = codec.decode_message(&mut buf).unwrap().expect("whole");
     assert!(buf.is_empty());
-    wire::from_upcalls(message).expect("decodes")
-}
-
-fn round_trip_downcalls(calls: Vec<Downcall>) -> Vec<Downcall> {
-    let codec = FrameCodec::new(1 << 20);
-    let mut buf = BytesMut::new();
-    codec
-        .encode_message(&wire::downcalls(calls), &mut buf)
-        .expect("encodes");
-    let message: link_pb::Downcalls = codec.decode_message(&mut buf).unwrap().expect("whole");
-    wire::from_downcalls(message).expect("decodes")
+    let ups = decoded.upcalls.into_iter().map(Upcall::try_from);
+    let downs = decoded.downcalls.into_iter().map(Downcall::try_from);
+    (
+        ups.collect::<Result<_, _>>().expect("upcalls decode"),
+        downs.collect::<Result<_, _>>().expect("downcalls decode"),
+    )
 }
 
 #[test]
 fn every_upcall_round_trips_in_one_batch() {
-    let calls = every_upcall(session(0xdead_beef_0000_0001, 3, 17, 1 << 40));
-    assert_eq!(round_trip_upcalls(calls.clone()), calls);
+    let calls = every_upcall(session(0xdead_beef, 3, 17, 1 << 40));
+    assert_eq!(round_trip(calls.clone(), vec![]).0, calls);
 }
 
 #[test]
 fn every_downcall_round_trips_in_one_batch() {
-    let calls = every_downcall(session(u64::MAX, u32::MAX, 0, 1));
-    assert_eq!(round_trip_downcalls(calls.clone()), calls);
+    let calls = every_downcall(session(u32::MAX, u16::MAX, 0, 1));
+    assert_eq!(round_trip(vec![], calls.clone()).1, calls);
 }
 
 #[test]
@@ -151,26 +148,26 @@ fn a_call_without_a_session_or_a_body_is_refused() {
 proptest! {
     #[test]
     fn any_session_and_payload_round_trips(
-        gateway in any::<u64>(),
-        worker in any::<u32>(),
+        gateway in any::<u32>(),
+        worker in any::<u16>(),
         slot in any::<u32>(),
-        serial in any::<u64>(),
+        count in 0u64..1 << 48,
         uid in any::<u64>(),
         msg_id in any::<u64>(),
-        frame in proptest::collection::vec(any::<u8>(), 0..256),
+        frame in proptest::collection::vec(any::<u8>(), 1..256),
     ) {
-        let id = session(gateway, worker, slot, serial);
+        let id = session(gateway, worker, slot, count);
+        prop_assert_eq!(id.worker(), worker as usize);
         let ups = vec![
             Upcall::PushAck { session: id, uid, msg_id },
             Upcall::Closed { session: id, uid: Some(uid) },
         ];
-        prop_assert_eq!(round_trip_upcalls(ups.clone()), ups);
         let downs = vec![
             Downcall::Frame { session: id, frame: Bytes::from(frame.clone()) },
             Downcall::Close { session: id, last: Some(Bytes::from(frame)) },
             Downcall::LoginAccepted { session: id, uid, req_id: msg_id },
         ];
-        prop_assert_eq!(round_trip_downcalls(downs.clone()), downs);
+        prop_assert_eq!(round_trip(ups.clone(), downs.clone()), (ups, downs));
     }
 }
 
@@ -179,11 +176,9 @@ proptest! {
     #[test]
     fn any_bytes_decode_to_an_error_or_calls(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         use prost::Message;
-        if let Ok(message) = link_pb::Upcalls::decode(bytes.as_slice()) {
-            let _ = wire::from_upcalls(message);
-        }
-        if let Ok(message) = link_pb::Downcalls::decode(bytes.as_slice()) {
-            let _ = wire::from_downcalls(message);
+        if let Ok(batch) = link_pb::Batch::decode(bytes.as_slice()) {
+            let _: Vec<_> = batch.upcalls.into_iter().map(Upcall::try_from).collect();
+            let _: Vec<_> = batch.downcalls.into_iter().map(Downcall::try_from).collect();
         }
     }
 }

@@ -51,7 +51,7 @@ fn start(dir: &std::path::Path, port: u16, log: &str) -> Server {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join(log)).expect("log file"))
         .spawn()
-        .expect("spawn im-gateway");
+        .expect("spawn im-server");
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "server did not start");

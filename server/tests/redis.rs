@@ -326,7 +326,7 @@ fn presence_of_a_killed_node_expires() {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
-            .expect("spawn im-gateway"),
+            .expect("spawn im-server"),
     );
     wait_for_port(port, "the server");
     let mut client = client::Client::connect(("127.0.0.1", port)).unwrap();

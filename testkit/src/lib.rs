@@ -26,20 +26,21 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// each test creates databases of its own on it.
 pub fn mysql_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| match std::env::var("IM_TEST_MYSQL_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => start_mariadb(),
-    })
-    .clone()
+    once(&URL, "IM_TEST_MYSQL_URL", start_mariadb)
 }
 
 /// The Redis server tests use, as `redis://host:port`; each test writes
 /// under a key prefix of its own.
 pub fn redis_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| match std::env::var("IM_TEST_REDIS_URL") {
+    once(&URL, "IM_TEST_REDIS_URL", start_redis)
+}
+
+/// The URL in `env`, else the one `start` gives, started once per process.
+fn once(url: &OnceLock<String>, env: &str, start: fn() -> String) -> String {
+    url.get_or_init(|| match std::env::var(env) {
         Ok(url) if !url.is_empty() => url,
-        _ => start_redis(),
+        _ => start(),
     })
     .clone()
 }

@@ -155,10 +155,7 @@ impl Keeper {
                 let entry = PresenceEntry {
                     node: self.node_id,
                     gateway: self.gateway.clone(),
-                    session: format!(
-                        "{}.{}.{}",
-                        device.session.worker, device.session.slot, device.session.serial
-                    ),
+                    session: device.session.to_string(),
                     platform: device.platform,
                     login_ms: device.login_ms,
                     expires_ms,

@@ -6,16 +6,17 @@ use protocol::{Body, pb};
 
 use crate::cache::Cache;
 use crate::reader::{MAX_STORED, ReadError, conversation_page, page_limit};
+use crate::requests::Reading;
 use crate::store::{ConvRow, ReadStore, StoreResult};
 
 /// On a reader thread.
-pub fn answer(
-    store: &mut dyn ReadStore,
-    cache: &mut Cache,
-    uid: u64,
-    req: pb::ConversationsReq,
-    max_frame: usize,
-) -> Result<Body, ReadError> {
+pub fn answer(reading: Reading<'_>, req: &pb::ConversationsReq) -> Result<Body, ReadError> {
+    let Reading {
+        store,
+        cache,
+        uid,
+        max_frame,
+    } = reading;
     let limit = page_limit(req.limit, 50, 200);
     let below = match req.cursor.len() {
         0 => MAX_STORED,

@@ -6,8 +6,8 @@ use protocol::{Body, ErrorCode, pb};
 use crate::pages::{Keep, fit};
 use crate::pipeline::{Pipeline, Ticket};
 use crate::reader::{MAX_STORED, ReadError, page_limit};
-use crate::requests::ReadQuery;
-use crate::store::{Pair, ReadStore};
+use crate::requests::{ReadQuery, Reading};
+use crate::store::Pair;
 
 impl Pipeline {
     pub(crate) fn history(&mut self, ticket: Ticket, req: pb::HistoryReq) {
@@ -19,12 +19,13 @@ impl Pipeline {
 }
 
 /// On a reader thread.
-pub fn answer(
-    store: &mut dyn ReadStore,
-    uid: u64,
-    req: pb::HistoryReq,
-    max_frame: usize,
-) -> Result<Body, ReadError> {
+pub fn answer(reading: Reading<'_>, req: pb::HistoryReq) -> Result<Body, ReadError> {
+    let Reading {
+        store,
+        uid,
+        max_frame,
+        ..
+    } = reading;
     let limit = page_limit(req.limit, 50, 200);
     if req.peer_uid == uid {
         return Ok(pb::HistoryResp {

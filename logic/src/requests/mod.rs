@@ -23,7 +23,7 @@ use protocol::{Body, ErrorCode, pb};
 use crate::cache::Cache;
 use crate::pipeline::{Pipeline, Ticket};
 use crate::reader::ReadError;
-use crate::sequencer::Outcome;
+use crate::sequencer::{Outcome, WriteOp};
 use crate::store::ReadStore;
 
 /// A read, validated, on its way to a reader thread.
@@ -54,6 +54,19 @@ impl Pipeline {
         }
     }
 
+    /// Hands a write about a conversation to the group commit, unless its
+    /// peer_uid is not another user (INVALID_ARGUMENT).
+    fn write_with_peer(&mut self, ticket: Ticket, peer_uid: u64, op: WriteOp) {
+        if peer_uid == 0 || peer_uid == ticket.uid {
+            return self.fail(
+                &ticket,
+                ErrorCode::InvalidArgument,
+                "peer_uid must be another user",
+            );
+        }
+        self.write(ticket, op)
+    }
+
     /// Answers a write whose commit is durable.
     pub(crate) fn committed(&mut self, ticket: Ticket, outcome: Outcome) {
         match outcome {
@@ -65,20 +78,22 @@ impl Pipeline {
     }
 }
 
-/// Runs a read on a reader thread, inside one snapshot.
-pub fn answer(
-    store: &mut dyn ReadStore,
-    cache: &mut Cache,
-    uid: u64,
-    query: &ReadQuery,
-    max_frame: usize,
-) -> Result<Body, ReadError> {
+/// What a read runs with, on its reader thread inside one snapshot.
+pub struct Reading<'a> {
+    pub store: &'a mut dyn ReadStore,
+    pub cache: &'a mut Cache,
+    /// Who asked.
+    pub uid: u64,
+    /// The answer must fit in one frame of this size.
+    pub max_frame: usize,
+}
+
+/// Runs a read.
+pub fn answer(reading: Reading<'_>, query: &ReadQuery) -> Result<Body, ReadError> {
     match query {
-        ReadQuery::History(req) => history::answer(store, uid, *req, max_frame),
-        ReadQuery::Sync(req) => sync::answer(store, uid, *req, max_frame),
-        ReadQuery::Conversations(req) => {
-            conversations::answer(store, cache, uid, req.clone(), max_frame)
-        }
-        ReadQuery::Profiles(req) => profile::answer(store, cache, req.clone(), max_frame),
+        ReadQuery::History(req) => history::answer(reading, *req),
+        ReadQuery::Sync(req) => sync::answer(reading, *req),
+        ReadQuery::Conversations(req) => conversations::answer(reading, req),
+        ReadQuery::Profiles(req) => profile::answer(reading, req),
     }
 }

@@ -4,13 +4,11 @@
 
 use protocol::{Body, ErrorCode, pb};
 
-use crate::cache::Cache;
 use crate::pages::{Keep, fit};
 use crate::pipeline::{Pipeline, Ticket};
 use crate::reader::ReadError;
-use crate::requests::ReadQuery;
+use crate::requests::{ReadQuery, Reading};
 use crate::sequencer::WriteOp;
-use crate::store::ReadStore;
 
 /// The contract's limits: nickname in characters, avatar_url in bytes,
 /// uids per ProfileReq.
@@ -59,12 +57,13 @@ impl Pipeline {
 }
 
 /// On a reader thread.
-pub fn answer(
-    store: &mut dyn ReadStore,
-    cache: &mut Cache,
-    req: pb::ProfileReq,
-    max_frame: usize,
-) -> Result<Body, ReadError> {
+pub fn answer(reading: Reading<'_>, req: &pb::ProfileReq) -> Result<Body, ReadError> {
+    let Reading {
+        store,
+        cache,
+        max_frame,
+        ..
+    } = reading;
     let (mut found, missing) = cache.profiles(&req.uids);
     if !missing.is_empty() {
         let stored = store.profiles(&missing)?;

@@ -6,7 +6,7 @@
 
 use protocol::body::event_frame;
 use protocol::link::Downcall;
-use protocol::{ErrorCode, pb};
+use protocol::pb;
 
 use crate::metrics::Counter;
 use crate::pipeline::{Pipeline, Ticket};
@@ -14,19 +14,8 @@ use crate::sequencer::{ReadOutcome, WriteOp};
 
 impl Pipeline {
     pub(crate) fn mark_read(&mut self, ticket: Ticket, req: pb::ReadReq) {
-        if req.peer_uid == 0 || req.peer_uid == ticket.uid {
-            return self.fail(
-                &ticket,
-                ErrorCode::InvalidArgument,
-                "peer_uid must be another user",
-            );
-        }
-        let op = WriteOp::Read {
-            owner: ticket.uid,
-            peer: req.peer_uid,
-            seq: req.seq,
-        };
-        self.write(ticket, op)
+        let (owner, peer, seq) = (ticket.uid, req.peer_uid, req.seq);
+        self.write_with_peer(ticket, peer, WriteOp::Read { owner, peer, seq })
     }
 
     pub(crate) fn marked_read(&mut self, ticket: Ticket, read: ReadOutcome) {

@@ -4,18 +4,15 @@
 use protocol::{Body, pb};
 
 use crate::reader::{MAX_STORED, ReadError, conversation_page, page_limit};
-use crate::store::ReadStore;
+use crate::requests::Reading;
 
 /// On a reader thread.
-pub fn answer(
-    store: &mut dyn ReadStore,
-    uid: u64,
-    req: pb::SyncReq,
-    max_frame: usize,
-) -> Result<Body, ReadError> {
+pub fn answer(reading: Reading<'_>, req: pb::SyncReq) -> Result<Body, ReadError> {
     let limit = page_limit(req.limit, 100, 500);
-    let rows = store.changed_since(uid, req.cursor.min(MAX_STORED), limit + 1)?;
-    let (conversations, rows, more) = conversation_page(store, rows, limit, max_frame)?;
+    let after = req.cursor.min(MAX_STORED);
+    let rows = reading.store.changed_since(reading.uid, after, limit + 1)?;
+    let (conversations, rows, more) =
+        conversation_page(reading.store, rows, limit, reading.max_frame)?;
     let cursor = rows.last().map_or(req.cursor, |row| row.version);
     Ok(pb::SyncResp {
         conversations,

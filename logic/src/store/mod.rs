@@ -16,7 +16,7 @@
 //! - **profiles**.
 //!
 //! Writes go through one [`WriteStore`] on the writer thread, a batch per
-//! transaction (see `writer.rs`); reads through [`ReadStore`]s on reader
+//! transaction (see `commit.rs` and `sequencer.rs`); reads through [`ReadStore`]s on reader
 //! threads (see `reader.rs`).
 
 pub mod journal;

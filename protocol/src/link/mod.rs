@@ -26,17 +26,48 @@ use crate::pb::{Frame, LoginReq};
 /// dropped, never delivered to its slot's next occupant. `gateway` tells the
 /// gateways sharing one logic tier apart, and one run of a gateway from the
 /// next.
+///
+/// Sixteen bytes: the logic tier keeps one or two per online device, so the
+/// worker lives in the serial's top bits rather than in a field of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId {
-    /// Which gateway process owns the connection: chosen by the gateway at
-    /// start, unique per process lifetime.
-    pub gateway: u64,
-    /// Which gateway worker thread (event loop) owns the connection.
-    pub worker: u32,
-    /// The connection's slot in that worker's slab.
+    /// Which gateway process owns the connection: a random id the gateway
+    /// picks at start (a gateway's restart is a new gateway).
+    pub gateway: u32,
+    /// The connection's slot in its worker's slab.
     pub slot: u32,
-    /// Unique per connection within one gateway process.
+    /// Unique per connection within one gateway process; the top 16 bits
+    /// are the worker (event loop) that owns it (see [`SessionId::worker`]).
     pub serial: u64,
+}
+
+impl SessionId {
+    const WORKER_SHIFT: u32 = 48;
+
+    /// The first serial a worker hands out; each connection takes the next.
+    pub fn first_serial(worker: u16) -> u64 {
+        u64::from(worker) << Self::WORKER_SHIFT
+    }
+
+    /// Which gateway worker thread (event loop) owns the connection.
+    pub fn worker(&self) -> usize {
+        (self.serial >> Self::WORKER_SHIFT) as usize
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    /// `gateway.worker.slot.serial`, the gateway in hex: for logs and the
+    /// presence directory.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:08x}.{}.{}.{}",
+            self.gateway,
+            self.worker(),
+            self.slot,
+            self.serial
+        )
+    }
 }
 
 /// What a gateway worker tells the logic tier.
@@ -87,6 +118,17 @@ pub enum Downcall {
         session: SessionId,
         last: Option<Bytes>,
     },
+}
+
+impl Upcall {
+    pub fn session(&self) -> SessionId {
+        match self {
+            Upcall::Login { session, .. }
+            | Upcall::Request { session, .. }
+            | Upcall::PushAck { session, .. }
+            | Upcall::Closed { session, .. } => *session,
+        }
+    }
 }
 
 impl Downcall {

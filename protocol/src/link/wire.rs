@@ -3,7 +3,8 @@
 //!
 //! Encoding cannot fail. Decoding checks what protobuf cannot: every call
 //! names its session and says what it is; a message from a peer that lacks
-//! either is an error, never a default.
+//! either is an error, never a default. Calls travel many to a link frame,
+//! in a `pb::Batch`.
 
 use super::{Downcall, SessionId, Upcall};
 
@@ -24,7 +25,6 @@ impl From<SessionId> for pb::SessionId {
     fn from(id: SessionId) -> Self {
         pb::SessionId {
             gateway: id.gateway,
-            worker: id.worker,
             slot: id.slot,
             serial: id.serial,
         }
@@ -35,7 +35,6 @@ impl From<pb::SessionId> for SessionId {
     fn from(id: pb::SessionId) -> Self {
         SessionId {
             gateway: id.gateway,
-            worker: id.worker,
             slot: id.slot,
             serial: id.serial,
         }
@@ -49,38 +48,21 @@ fn session(id: Option<pb::SessionId>) -> Result<SessionId, LinkError> {
 impl From<Upcall> for pb::Upcall {
     fn from(call: Upcall) -> Self {
         use pb::upcall::Call;
-        let (session, call) = match call {
-            Upcall::Login {
-                session,
+        let session = Some(call.session().into());
+        let call = match call {
+            Upcall::Login { req_id, login, .. } => Call::Login(pb::Login {
                 req_id,
-                login,
-            } => (
-                session,
-                Call::Login(pb::Login {
-                    req_id,
-                    login: Some(login),
-                }),
-            ),
-            Upcall::Request {
-                session,
+                login: Some(login),
+            }),
+            Upcall::Request { uid, frame, .. } => Call::Request(pb::Request {
                 uid,
-                frame,
-            } => (
-                session,
-                Call::Request(pb::Request {
-                    uid,
-                    frame: Some(frame),
-                }),
-            ),
-            Upcall::PushAck {
-                session,
-                uid,
-                msg_id,
-            } => (session, Call::PushAck(pb::PushAck { uid, msg_id })),
-            Upcall::Closed { session, uid } => (session, Call::Closed(pb::Closed { uid })),
+                frame: Some(frame),
+            }),
+            Upcall::PushAck { uid, msg_id, .. } => Call::PushAck(pb::PushAck { uid, msg_id }),
+            Upcall::Closed { uid, .. } => Call::Closed(pb::Closed { uid }),
         };
         pb::Upcall {
-            session: Some(session.into()),
+            session,
             call: Some(call),
         }
     }
@@ -119,20 +101,16 @@ impl TryFrom<pb::Upcall> for Upcall {
 impl From<Downcall> for pb::Downcall {
     fn from(call: Downcall) -> Self {
         use pb::downcall::Call;
-        let (session, call) = match call {
-            Downcall::LoginAccepted {
-                session,
-                uid,
-                req_id,
-            } => (
-                session,
-                Call::LoginAccepted(pb::LoginAccepted { uid, req_id }),
-            ),
-            Downcall::Frame { session, frame } => (session, Call::Frame(frame)),
-            Downcall::Close { session, last } => (session, Call::Close(pb::Close { last })),
+        let session = Some(call.session().into());
+        let call = match call {
+            Downcall::LoginAccepted { uid, req_id, .. } => {
+                Call::LoginAccepted(pb::LoginAccepted { uid, req_id })
+            }
+            Downcall::Frame { frame, .. } => Call::Frame(frame),
+            Downcall::Close { last, .. } => Call::Close(last.unwrap_or_default()),
         };
         pb::Downcall {
-            session: Some(session.into()),
+            session,
             call: Some(call),
         }
     }
@@ -151,34 +129,10 @@ impl TryFrom<pb::Downcall> for Downcall {
                 req_id: accepted.req_id,
             },
             Call::Frame(frame) => Downcall::Frame { session, frame },
-            Call::Close(close) => Downcall::Close {
+            Call::Close(last) => Downcall::Close {
                 session,
-                last: close.last,
+                last: (!last.is_empty()).then_some(last),
             },
         })
     }
-}
-
-/// Many upcalls as one link message.
-pub fn upcalls(calls: impl IntoIterator<Item = Upcall>) -> pb::Upcalls {
-    pb::Upcalls {
-        calls: calls.into_iter().map(pb::Upcall::from).collect(),
-    }
-}
-
-/// Many downcalls as one link message.
-pub fn downcalls(calls: impl IntoIterator<Item = Downcall>) -> pb::Downcalls {
-    pb::Downcalls {
-        calls: calls.into_iter().map(pb::Downcall::from).collect(),
-    }
-}
-
-/// The calls of a decoded link message, in order; the first malformed one
-/// is an error (the peer is broken, and so is the rest of its message).
-pub fn from_upcalls(message: pb::Upcalls) -> Result<Vec<Upcall>, LinkError> {
-    message.calls.into_iter().map(Upcall::try_from).collect()
-}
-
-pub fn from_downcalls(message: pb::Downcalls) -> Result<Vec<Downcall>, LinkError> {
-    message.calls.into_iter().map(Downcall::try_from).collect()
 }

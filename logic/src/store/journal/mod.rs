@@ -8,7 +8,7 @@
 //! half of the writer's time (docs/benchmarks.md). A journal record is the
 //! bytes of the batch (about 150 bytes a message) and one `fdatasync`. So:
 //!
-//! 1. The writer thread (`writer.rs`) runs each batch against a
+//! 1. The group-commit thread (`commit.rs`, `sequencer.rs`) runs each batch against a
 //!    [`JournalStore`]: lookups read the [`pending::Pending`] overlay, then
 //!    SQLite; the batch's writes become one [`file::Record`], appended on
 //!    commit. The [`JournalFlusher`], on the writer's flush thread, then
