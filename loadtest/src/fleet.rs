@@ -159,12 +159,12 @@ impl Fleet {
         failed
     }
 
-    /// Opens one logged-in connection per `(uid, device)`, from the given
-    /// source addresses in turn. Returns the keys (None where it failed)
-    /// and how long it took.
+    /// Opens one logged-in connection per `(uid, device)`, to the given
+    /// server addresses and from the given source addresses, each in turn.
+    /// Returns the keys (None where it failed) and how long it took.
     pub fn login_all(
         &mut self,
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         sources: &[IpAddr],
         secret: &[u8],
         who: &[(u64, String)],
@@ -176,7 +176,7 @@ impl Fleet {
         let mut pending = std::collections::HashMap::new();
         for (i, (uid, device)) in who.iter().enumerate() {
             let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
-            let Ok(key) = self.open(addr, source) else {
+            let Ok(key) = self.open(addrs[i % addrs.len()], source) else {
                 continue;
             };
             self.request(

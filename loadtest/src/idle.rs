@@ -17,7 +17,8 @@ use crate::fleet::{Event, Fleet};
 
 #[derive(Debug, Clone)]
 pub struct IdleConfig {
-    pub addr: SocketAddr,
+    /// The gateways, connections spread over them in turn.
+    pub addrs: Vec<SocketAddr>,
     pub connections: usize,
     pub duration: Duration,
     pub secret: Vec<u8>,
@@ -101,7 +102,7 @@ pub fn connect(config: &IdleConfig) -> anyhow::Result<(IdleReport, Fleet)> {
         .map(|i| (config.uid_base + i as u64 + 1, "idle".to_owned()))
         .collect();
     let (keys, took) = fleet.login_all(
-        config.addr,
+        &config.addrs,
         &config.sources,
         &config.secret,
         &who,
@@ -162,7 +163,7 @@ fn spawn_children(config: &IdleConfig) -> anyhow::Result<(IdleReport, Hold)> {
             .per_process
             .min(config.connections - k * config.per_process);
         // 127.0.0.2 onwards for loopback targets; the default route otherwise.
-        let source = match config.addr.ip() {
+        let source = match config.addrs[0].ip() {
             IpAddr::V4(ip) if ip.is_loopback() => {
                 Some(Ipv4Addr::new(127, 0, 0, 2 + k as u8).to_string())
             }
@@ -171,7 +172,7 @@ fn spawn_children(config: &IdleConfig) -> anyhow::Result<(IdleReport, Hold)> {
         let mut command = Command::new(&exe);
         command
             .arg("idle")
-            .args(["--addr", &config.addr.to_string()])
+            .args(["--addr", &addrs_arg(&config.addrs)])
             .args(["--connections", &count.to_string()])
             .args(["--duration", &config.duration.as_secs_f64().to_string()])
             .args([
@@ -208,4 +209,13 @@ fn spawn_children(config: &IdleConfig) -> anyhow::Result<(IdleReport, Hold)> {
     }
     report.elapsed_secs = started.elapsed().as_secs_f64();
     Ok((report, Hold::Children(children)))
+}
+
+/// The addresses as one `--addr` value.
+fn addrs_arg(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -26,9 +26,10 @@ struct Cli {
 
 #[derive(Args)]
 struct Common {
-    /// Server address.
-    #[arg(long, global = true)]
-    addr: Option<String>,
+    /// Server addresses (gateways), comma-separated or repeated:
+    /// connections are spread over them in turn.
+    #[arg(long, global = true, value_delimiter = ',')]
+    addr: Vec<String>,
     /// The server's token secret (else IM_AUTH_SECRET, else --secret-file).
     #[arg(long, global = true)]
     secret: Option<String>,
@@ -161,17 +162,22 @@ fn run() -> anyhow::Result<i32> {
         .with_context(|| format!("parsing {path}"))?,
         None => Workload::default(),
     };
-    let addr_text = cli
-        .common
-        .addr
-        .clone()
-        .or(file.addr.clone())
-        .unwrap_or_else(|| "127.0.0.1:7000".into());
-    let addr: SocketAddr = addr_text
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {addr_text}"))?
-        .next()
-        .context("no address")?;
+    let addr_texts: Vec<String> = if !cli.common.addr.is_empty() {
+        cli.common.addr.clone()
+    } else if let Some(addr) = &file.addr {
+        addr.split(',').map(str::to_owned).collect()
+    } else {
+        vec!["127.0.0.1:7000".into()]
+    };
+    let addrs = addr_texts
+        .iter()
+        .map(|text| {
+            text.to_socket_addrs()
+                .with_context(|| format!("resolving {text}"))?
+                .next()
+                .context("no address")
+        })
+        .collect::<anyhow::Result<Vec<SocketAddr>>>()?;
     let secret = secret(&cli.common)?;
     let uid_base = cli.common.uid_base.or(file.uid_base).unwrap_or(0);
     let sources = cli.common.source.clone();
@@ -185,7 +191,7 @@ fn run() -> anyhow::Result<i32> {
                     .or(f.duration)
                     .or(if messages.is_none() { Some(10.0) } else { None });
             let config = pairs::PairsConfig {
-                addr,
+                addrs: addrs.clone(),
                 pairs: a.pairs.or(f.pairs).unwrap_or(10),
                 devices: a.devices.or(f.devices).unwrap_or(1),
                 rate: a.rate.or(f.rate).unwrap_or(0.0),
@@ -251,7 +257,7 @@ fn run() -> anyhow::Result<i32> {
         Mode::Idle(a) => {
             let f = file.idle;
             let config = idle::IdleConfig {
-                addr,
+                addrs: addrs.clone(),
                 connections: a.connections.or(f.connections).unwrap_or(1000),
                 duration: Duration::from_secs_f64(a.duration.or(f.duration).unwrap_or(10.0)),
                 secret,
@@ -293,7 +299,7 @@ fn run() -> anyhow::Result<i32> {
         Mode::Storm(a) => {
             let f = file.storm;
             let config = storm::StormConfig {
-                addr,
+                addrs: addrs.clone(),
                 clients: a.clients.or(f.clients).unwrap_or(1000),
                 messages: a.messages.or(f.messages).unwrap_or(2).min(200),
                 secret,

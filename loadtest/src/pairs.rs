@@ -27,7 +27,8 @@ use crate::workload::{Rng, Schedule, parse_payload, payload};
 
 #[derive(Debug, Clone)]
 pub struct PairsConfig {
-    pub addr: SocketAddr,
+    /// The gateways, connections spread over them in turn.
+    pub addrs: Vec<SocketAddr>,
     pub pairs: usize,
     /// Connections per user.
     pub devices: usize,
@@ -118,7 +119,7 @@ pub fn run(config: &PairsConfig) -> anyhow::Result<PairsReport> {
         })
         .collect();
     let (keys, _) = fleet.login_all(
-        config.addr,
+        &config.addrs,
         &config.sources,
         &config.secret,
         &who,

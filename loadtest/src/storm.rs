@@ -13,7 +13,8 @@ use crate::fleet::{Event, Fleet};
 
 #[derive(Debug, Clone)]
 pub struct StormConfig {
-    pub addr: SocketAddr,
+    /// The gateways, connections spread over them in turn.
+    pub addrs: Vec<SocketAddr>,
     pub clients: usize,
     /// Messages sent to each client while it is away.
     pub messages: u64,
@@ -51,7 +52,7 @@ pub fn run(config: &StormConfig) -> anyhow::Result<StormReport> {
     // 1. Everyone online and synced: remember the cursors.
     let mut fleet = Fleet::new()?;
     let (keys, _) = fleet.login_all(
-        config.addr,
+        &config.addrs,
         &config.sources,
         &config.secret,
         &who,
@@ -103,7 +104,7 @@ pub fn run(config: &StormConfig) -> anyhow::Result<StormReport> {
         .collect();
     let mut fleet = Fleet::new()?;
     let (sender_keys, _) = fleet.login_all(
-        config.addr,
+        &config.addrs,
         &config.sources,
         &config.secret,
         &senders,
@@ -154,7 +155,7 @@ pub fn run(config: &StormConfig) -> anyhow::Result<StormReport> {
     let started = Instant::now();
     let mut fleet = Fleet::new()?;
     let (keys, _) = fleet.login_all(
-        config.addr,
+        &config.addrs,
         &config.sources,
         &config.secret,
         &who,

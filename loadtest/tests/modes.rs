@@ -28,7 +28,7 @@ fn node(name: &str) -> (Node, std::path::PathBuf) {
 
 fn pairs_config(addr: SocketAddr) -> pairs::PairsConfig {
     pairs::PairsConfig {
-        addr,
+        addrs: vec![addr],
         pairs: 5,
         devices: 2,
         rate: 0.0,
@@ -110,7 +110,7 @@ fn pairs_at_a_fixed_rate_keeps_the_rate() {
 fn idle_holds_logged_in_connections_and_measures_the_server() {
     let (node, dir) = node("idle");
     let config = idle::IdleConfig {
-        addr: node.local_addr(),
+        addrs: vec![node.local_addr()],
         connections: 300,
         duration: Duration::from_millis(500),
         secret: SECRET.as_bytes().to_vec(),
@@ -167,7 +167,7 @@ fn idle_spreads_over_child_processes_and_source_addresses() {
 fn storm_reconnects_everyone_and_recovers_every_message() {
     let (node, dir) = node("storm");
     let config = storm::StormConfig {
-        addr: node.local_addr(),
+        addrs: vec![node.local_addr()],
         clients: 40,
         messages: 3,
         secret: SECRET.as_bytes().to_vec(),

@@ -248,7 +248,8 @@ pub struct RedisConfig {
     pub cache_ttl_secs: u64,
     /// Most conversations a cached list holds; older ones are read from storage.
     pub cached_conversations: usize,
-    /// The gateway address written into presence entries. Empty: `gateway.listen`.
+    /// The client address a gateway tells (written into presence entries).
+    /// Empty: where it listens.
     pub advertise: String,
 }
 

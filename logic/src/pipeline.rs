@@ -193,10 +193,17 @@ impl Pipeline {
             } => self.login(session, req_id, login),
             Upcall::Closed { session, .. } => {
                 if let Some((uid, device)) = self.presence.logout(session) {
-                    self.tell_directory(|| PresenceEvent::Offline {
-                        uid,
-                        device_id: device.device_id,
-                    });
+                    self.went_offline(uid, device);
+                }
+            }
+            Upcall::GatewayGone { gateway } => {
+                let gone = self.presence.drop_gateway(gateway);
+                log::info!(
+                    "gateway {gateway:08x} gone: {} sessions dropped (their unacked pushes are released; those devices sync)",
+                    gone.len()
+                );
+                for (uid, device) in gone {
+                    self.went_offline(uid, device);
                 }
             }
             Upcall::PushAck {
@@ -288,6 +295,13 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    fn went_offline(&self, uid: u64, device: crate::presence::Device) {
+        self.tell_directory(|| PresenceEvent::Offline {
+            uid,
+            device_id: device.device_id,
+        });
     }
 
     /// Tells the presence directory, if there is one (the event is only

@@ -6,7 +6,30 @@
 
 use std::collections::HashMap;
 
+use parking_lot::RwLock;
 use protocol::link::SessionId;
+
+/// Where each gateway's clients connect, by gateway id: the "which entry"
+/// of the login info the presence directory publishes. Written by whoever
+/// learns of a gateway (the all-in-one node at start, the link at each
+/// gateway's handshake), read by the Redis keeper.
+#[derive(Debug, Default)]
+pub struct GatewayAddrs(RwLock<HashMap<u32, String>>);
+
+impl GatewayAddrs {
+    pub fn set(&self, gateway: u32, client_addr: String) {
+        self.0.write().insert(gateway, client_addr);
+    }
+
+    pub fn remove(&self, gateway: u32) {
+        self.0.write().remove(&gateway);
+    }
+
+    /// The gateway's client address; empty if it never said.
+    pub fn get(&self, gateway: u32) -> String {
+        self.0.read().get(&gateway).cloned().unwrap_or_default()
+    }
+}
 
 /// One logged-in device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +78,21 @@ impl Presence {
             self.by_uid.remove(&uid);
         }
         Some((uid, device))
+    }
+
+    /// Forgets every session of a gateway that is gone; returns each one's
+    /// uid and device. A scan of every session: gateways go rarely.
+    pub fn drop_gateway(&mut self, gateway: u32) -> Vec<(u64, Device)> {
+        let sessions: Vec<SessionId> = self
+            .by_session
+            .keys()
+            .filter(|s| s.gateway == gateway)
+            .copied()
+            .collect();
+        sessions
+            .into_iter()
+            .filter_map(|session| self.logout(session))
+            .collect()
     }
 
     /// The user's online devices.

@@ -28,6 +28,7 @@ use crate::config::{BackendKind, LogicConfig, RedisConfig, StorageConfig};
 use crate::metrics::LogicMetrics;
 use crate::offline::{LogNotifier, OfflineNotifier, WebhookNotifier};
 use crate::pipeline::Pipeline;
+use crate::presence::GatewayAddrs;
 use crate::reader;
 use crate::sequencer::Sequencer;
 use crate::store::{Backend, StoreError};
@@ -95,6 +96,16 @@ pub fn open_backend(storage: &StorageConfig) -> Result<Arc<dyn Backend>, StartEr
     })
 }
 
+/// How the tier meets its gateways, in one process or across a link.
+pub struct Link {
+    /// Where their upcalls arrive.
+    pub inbox: Inbox,
+    /// How downcalls reach them.
+    pub downlink: Arc<dyn Downlink>,
+    /// Where each one's clients connect, for the presence directory.
+    pub addrs: Arc<GatewayAddrs>,
+}
+
 /// Starts the logic tier: the pipeline, the writer and the readers.
 pub fn start(
     config: &LogicConfig,
@@ -102,9 +113,13 @@ pub fn start(
     max_frame: usize,
     auth: Authenticator,
     backend: Arc<dyn Backend>,
-    inbox: Inbox,
-    downlink: Arc<dyn Downlink>,
+    link: Link,
 ) -> Result<LogicHandle, StartError> {
+    let Link {
+        inbox,
+        downlink,
+        addrs: gateways,
+    } = link;
     config.validate()?;
     redis.validate()?;
     let mut writer_store = backend.writer()?;
@@ -130,8 +145,7 @@ pub fn start(
             Shared::new(redis, metrics.clone())
                 .map_err(|e| Invalid::new("redis.url", e.to_string()))?,
         );
-        let (directory, keeper) =
-            keeper::start(shared.clone(), config.node_id, redis.advertise.clone())?;
+        let (directory, keeper) = keeper::start(shared.clone(), config.node_id, gateways)?;
         threads.push(keeper);
         let (rebuild_tx, rebuild_rx) = crossbeam_channel::bounded(4096);
         let writer = CacheWriter::new(

@@ -57,6 +57,9 @@ fn every_upcall(id: SessionId) -> Vec<Upcall> {
             session: id,
             uid: Some(0),
         },
+        Upcall::GatewayGone {
+            gateway: id.gateway,
+        },
     ]
 }
 

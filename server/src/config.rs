@@ -26,6 +26,98 @@ pub struct Config {
     pub storage: StorageConfig,
     pub logic: LogicConfig,
     pub redis: RedisConfig,
+    pub link: LinkConfig,
+}
+
+/// `[link]`: gateways and the logic tier as separate processes
+/// (`im-gateway`, `im-logic serve`); the all-in-one `im-server` ignores it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkConfig {
+    /// `im-logic serve`: where gateways connect.
+    pub listen: String,
+    /// `im-gateway`: the logic tier's link addresses, tried in turn.
+    pub logic: Vec<String>,
+    /// The secret both ends prove they hold (HMAC challenge in the
+    /// handshake). Empty: the environment variable `IM_LINK_SECRET`. Both
+    /// split roles refuse to start without one.
+    pub secret: String,
+    /// Each end sends a heartbeat after this long with nothing to send...
+    pub heartbeat_secs: u64,
+    /// ...and declares the other dead after this long without a frame.
+    pub dead_after_secs: u64,
+    /// Calls waiting for the link, each way. A gateway's full queue answers
+    /// clients UNAVAILABLE; a logic node's full queue to a gateway drops
+    /// that gateway's link (its clients reconnect and sync).
+    pub queue_capacity: usize,
+    /// A gateway reconnects after 100 ms, doubling up to this, jittered.
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            listen: "127.0.0.1:7100".into(),
+            logic: Vec::new(),
+            secret: String::new(),
+            heartbeat_secs: 1,
+            dead_after_secs: 5,
+            queue_capacity: 65_536,
+            reconnect_max_ms: 2_000,
+        }
+    }
+}
+
+/// The environment variable that overrides `link.secret`.
+pub const LINK_SECRET_ENV: &str = "IM_LINK_SECRET";
+
+impl LinkConfig {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if !self.listen.is_empty() {
+            socket_addr("link.listen", &self.listen)?;
+        }
+        self.logic_addrs()?;
+        runtime::config::positive(&[
+            ("link.heartbeat_secs", self.heartbeat_secs),
+            ("link.queue_capacity", self.queue_capacity as u64),
+            ("link.reconnect_max_ms", self.reconnect_max_ms),
+        ])?;
+        if self.dead_after_secs <= self.heartbeat_secs {
+            return Err(Invalid::new(
+                "link.dead_after_secs",
+                "must be longer than link.heartbeat_secs",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn logic_addrs(&self) -> Result<Vec<std::net::SocketAddr>, Invalid> {
+        self.logic
+            .iter()
+            .map(|addr| socket_addr("link.logic", addr))
+            .collect()
+    }
+
+    /// The secret, which a split role must have.
+    pub fn required_secret(&self) -> Result<&[u8], Invalid> {
+        match self.secret.as_bytes() {
+            [] => Err(Invalid::new(
+                "link.secret",
+                format!(
+                    "is empty: give the gateways and the logic tier one secret (or {LINK_SECRET_ENV})"
+                ),
+            )),
+            secret => Ok(secret),
+        }
+    }
+
+    fn apply_env(&mut self) {
+        if let Ok(secret) = std::env::var(LINK_SECRET_ENV) {
+            if !secret.is_empty() {
+                self.secret = secret;
+            }
+        }
+    }
 }
 
 /// `[admin]`: the HTTP port for `/metrics` and `/healthz`.
@@ -89,6 +181,7 @@ impl Config {
         };
         config.auth.apply_env();
         config.redis.apply_env();
+        config.link.apply_env();
         Ok(config)
     }
 
@@ -105,6 +198,7 @@ impl Config {
         self.storage.validate()?;
         self.logic.validate()?;
         self.redis.validate()?;
+        self.link.validate()?;
         // A message, with its envelope, must fit in one frame.
         if self.logic.max_content_bytes + 1024 > self.gateway.max_frame {
             return Err(Invalid::new(
@@ -118,8 +212,10 @@ impl Config {
     /// The configuration as `--print-config` shows it: the secret hidden.
     pub fn printable(&self) -> Result<String, toml::ser::Error> {
         let mut shown = self.clone();
-        if !shown.auth.secret.is_empty() {
-            shown.auth.secret = "<set, not shown>".into();
+        for secret in [&mut shown.auth.secret, &mut shown.link.secret] {
+            if !secret.is_empty() {
+                *secret = "<set, not shown>".into();
+            }
         }
         toml::to_string(&shown)
     }

@@ -9,11 +9,14 @@
 //!
 //! - `im-server`: the all-in-one node, gateway and logic tier in one
 //!   process joined by in-process queues (the quickstart);
-//! - `im-logic`: the logic tier's operator commands (`migrate`).
+//! - `im-gateway`: the connection tier alone, linked over TCP ([`link`]) to
+//! - `im-logic serve`: the logic tier alone (and `im-logic migrate`).
 
 pub mod admin;
+pub mod cli;
 pub mod config;
+pub mod link;
 pub mod node;
 
 pub use config::{Config, ConfigError};
-pub use node::{Node, NodeError};
+pub use node::{GatewayNode, LogicNode, Node, NodeError};

@@ -1,21 +1,30 @@
-//! A complete single-node server: gateway, logic tier and admin port in one
-//! process, joined by in-process queues. `im-server` runs one; integration
-//! tests start one on port 0.
+//! The nodes, one per role, built from the same pieces:
 //!
-//! The in-process link: the gateway's workers send upcalls into the logic
-//! tier's bounded inbox ([`gateway::LocalUplink`]) and the logic tier sends
-//! downcalls into the workers' mailboxes ([`gateway::Mailboxes`]).
+//! - [`Node`]: a complete single-node server, gateway, logic tier and admin
+//!   port in one process, joined by in-process queues: the gateway's
+//!   workers send upcalls into the logic tier's bounded inbox
+//!   ([`gateway::LocalUplink`]) and the logic tier sends downcalls into the
+//!   workers' mailboxes ([`gateway::Mailboxes`]). `im-server` runs one;
+//!   integration tests start one on port 0.
+//! - [`GatewayNode`]: the gateway alone, its uplink carried to the logic
+//!   tier by `link::gateway_end` (`im-gateway`).
+//! - [`LogicNode`]: the logic tier alone, gateways reaching it through
+//!   `link::logic_end` (`im-logic serve`).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use gateway::{GatewayHandle, LocalUplink, Mailboxes, Metrics, Uplink};
+use logic::presence::GatewayAddrs;
 use protocol::link::Downlink;
 use runtime::config::Invalid;
+use runtime::doorbell::Doorbell;
 
 use crate::admin::{self, AdminHandle};
 use crate::config::Config;
+use crate::link::handshake::GatewayInfo;
+use crate::link::{gateway_end, logic_end};
 
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +44,53 @@ pub enum NodeError {
     },
 }
 
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> NodeError {
+    move |source| NodeError::Io { what, source }
+}
+
+/// The logic tier of `config`, started with its inbox and downlink; returns
+/// it and its metrics' page.
+fn start_logic(config: &Config, link: logic::Link) -> Result<logic::LogicHandle, NodeError> {
+    let auth =
+        logic::Authenticator::from_config(&config.auth, Path::new(&config.storage.data_dir))?;
+    let backend = logic::open_backend(&config.storage)?;
+    Ok(logic::start(
+        &config.logic,
+        &config.redis,
+        config.gateway.max_frame,
+        auth,
+        backend,
+        link,
+    )?)
+}
+
+/// The admin port, if configured, serving `render`.
+fn start_admin(config: &Config, render: admin::Render) -> Result<Option<AdminHandle>, NodeError> {
+    match config.admin.addr()? {
+        None => Ok(None),
+        Some(addr) => Ok(Some(
+            admin::start(addr, render).map_err(io("cannot open the admin port"))?,
+        )),
+    }
+}
+
+/// A gateway's part of the metrics page.
+fn gateway_page(metrics: &Metrics, uplink: &dyn Uplink, mailboxes: &Mailboxes) -> String {
+    let mut queues = vec![("uplink".to_owned(), uplink.depth())];
+    for (worker, depth) in mailboxes.depths().into_iter().enumerate() {
+        queues.push((format!("downlink_worker_{worker}"), depth));
+    }
+    metrics.render(&queues)
+}
+
+/// The client address a gateway tells: `redis.advertise`, else where it listens.
+pub fn advertised(config: &Config, listening: SocketAddr) -> String {
+    match config.redis.advertise.as_str() {
+        "" => listening.to_string(),
+        addr => addr.to_owned(),
+    }
+}
+
 pub struct Node {
     gateway: GatewayHandle,
     logic: logic::LogicHandle,
@@ -45,38 +101,28 @@ pub struct Node {
 impl Node {
     pub fn start(config: &Config) -> Result<Node, NodeError> {
         config.validate()?;
-        let auth =
-            logic::Authenticator::from_config(&config.auth, Path::new(&config.storage.data_dir))?;
-        let backend = logic::open_backend(&config.storage)?;
         let metrics = Arc::new(Metrics::default());
         let (up_tx, bell, inbox) = logic::Inbox::bounded(config.logic.queue_capacity);
         let uplink: Arc<dyn Uplink> = Arc::new(LocalUplink::new(up_tx, bell));
         let gateway = gateway::start(&config.gateway, uplink.clone(), &metrics)?;
         let mailboxes = gateway.downlink();
-        let downlink: Arc<dyn Downlink> = Arc::new(mailboxes.clone());
-        let mut redis = config.redis.clone();
-        if redis.advertise.is_empty() {
-            redis.advertise = gateway.local_addr().to_string();
-        }
-        let logic = logic::start(
-            &config.logic,
-            &redis,
-            config.gateway.max_frame,
-            auth,
-            backend,
+        let gateways = Arc::new(GatewayAddrs::default());
+        gateways.set(gateway.id(), advertised(config, gateway.local_addr()));
+        let link = logic::Link {
             inbox,
-            downlink,
-        )?;
-        let admin = match config.admin.addr()? {
-            None => None,
-            Some(addr) => {
-                let render = render_metrics(metrics.clone(), logic.metrics(), uplink, mailboxes);
-                Some(admin::start(addr, render).map_err(|source| NodeError::Io {
-                    what: "cannot open the admin port",
-                    source,
-                })?)
-            }
+            downlink: Arc::new(mailboxes.clone()),
+            addrs: gateways,
         };
+        let logic = start_logic(config, link)?;
+        let (page, logic_metrics) = (metrics.clone(), logic.metrics());
+        let admin = start_admin(
+            config,
+            Arc::new(move || {
+                let mut out = gateway_page(&page, uplink.as_ref(), &mailboxes);
+                logic_metrics.render(&mut out);
+                out
+            }),
+        )?;
         Ok(Node {
             gateway,
             logic,
@@ -112,19 +158,173 @@ impl Node {
     }
 }
 
-fn render_metrics(
-    metrics: Arc<Metrics>,
-    logic: Arc<logic::metrics::LogicMetrics>,
-    uplink: Arc<dyn Uplink>,
-    mailboxes: Mailboxes,
-) -> admin::Render {
-    Arc::new(move || {
-        let mut queues = vec![("uplink".to_owned(), uplink.depth())];
-        for (worker, depth) in mailboxes.depths().into_iter().enumerate() {
-            queues.push((format!("downlink_worker_{worker}"), depth));
+/// `im-gateway`: the connection tier, linked to `im-logic serve`.
+pub struct GatewayNode {
+    gateway: GatewayHandle,
+    link: gateway_end::LinkHandle,
+    admin: Option<AdminHandle>,
+}
+
+impl GatewayNode {
+    pub fn start(config: &Config) -> Result<GatewayNode, NodeError> {
+        config.validate()?;
+        let secret = config.link.required_secret()?.to_vec();
+        let logic = config.link.logic_addrs()?;
+        if logic.is_empty() {
+            return Err(Invalid::new(
+                "link.logic",
+                "is empty: give the logic tier's link address (--logic ADDR)",
+            )
+            .into());
         }
-        let mut page = metrics.render(&queues);
-        logic.render(&mut page);
-        page
-    })
+        let metrics = Metrics::default();
+        let (up_tx, upcalls) = crossbeam_channel::bounded(config.link.queue_capacity);
+        let doorbell = Doorbell::new();
+        let uplink: Arc<dyn Uplink> = Arc::new(LocalUplink::new(up_tx, doorbell.bell()));
+        let gateway = gateway::start(&config.gateway, uplink.clone(), &metrics)?;
+        let mailboxes = gateway.downlink();
+        let settings = gateway_end::Settings {
+            logic,
+            secret,
+            info: GatewayInfo {
+                gateway: gateway.id(),
+                epoch_ms: runtime::clock::unix_ms(),
+                client_addr: advertised(config, gateway.local_addr()),
+            },
+            heartbeat: std::time::Duration::from_secs(config.link.heartbeat_secs),
+            dead_after_secs: config.link.dead_after_secs,
+            reconnect_max: std::time::Duration::from_millis(config.link.reconnect_max_ms),
+        };
+        let link = gateway_end::start(settings, upcalls, doorbell, mailboxes.clone())
+            .map_err(io("cannot start the link"))?;
+        let admin = start_admin(
+            config,
+            Arc::new(move || gateway_page(&metrics, uplink.as_ref(), &mailboxes)),
+        )?;
+        Ok(GatewayNode {
+            gateway,
+            link,
+            admin,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.gateway.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminHandle::local_addr)
+    }
+
+    /// Whether the link to the logic tier is up now.
+    pub fn linked(&self) -> bool {
+        self.link.is_up()
+    }
+
+    /// Graceful stop: the sessions are kicked and their `Closed` sent up
+    /// the link, then the link closes.
+    pub fn shutdown(self) {
+        self.gateway.shutdown();
+        self.gateway.join();
+        if let Some(admin) = self.admin {
+            admin.stop();
+        }
+        self.link.stop();
+        log::info!("gateway stopped");
+    }
+}
+
+/// `im-logic serve`: the logic tier, serving gateways over the link.
+pub struct LogicNode {
+    logic: logic::LogicHandle,
+    link: logic_end::LinkServer,
+    admin: Option<AdminHandle>,
+}
+
+impl LogicNode {
+    pub fn start(config: &Config) -> Result<LogicNode, NodeError> {
+        config.validate()?;
+        let settings = logic_end::Settings {
+            secret: config.link.required_secret()?.to_vec(),
+            heartbeat: std::time::Duration::from_secs(config.link.heartbeat_secs),
+            dead_after_secs: config.link.dead_after_secs,
+            queue_capacity: config.link.queue_capacity,
+        };
+        let listen = runtime::config::socket_addr("link.listen", &config.link.listen)?;
+        let (up_tx, bell, inbox) = logic::Inbox::bounded(config.logic.queue_capacity);
+        let addrs = Arc::new(GatewayAddrs::default());
+        let link = logic_end::start(listen, settings, up_tx, bell, addrs.clone())
+            .map_err(io("cannot listen for gateways (link.listen)"))?;
+        let gateways = link.gateways();
+        let downlink: Arc<dyn Downlink> = gateways.clone();
+        let logic = start_logic(
+            config,
+            logic::Link {
+                inbox,
+                downlink,
+                addrs,
+            },
+        )?;
+        let logic_metrics = logic.metrics();
+        let admin = start_admin(
+            config,
+            Arc::new(move || {
+                let mut out = String::new();
+                logic_metrics.render(&mut out);
+                link_page(&gateways, &mut out);
+                out
+            }),
+        )?;
+        Ok(LogicNode { logic, link, admin })
+    }
+
+    /// Where gateways connect.
+    pub fn link_addr(&self) -> SocketAddr {
+        self.link.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminHandle::local_addr)
+    }
+
+    /// Graceful stop: every link closes, then the logic tier finishes what
+    /// it was handed.
+    pub fn shutdown(self) {
+        self.link.stop();
+        if let Some(admin) = self.admin {
+            admin.stop();
+        }
+        self.logic.join();
+        log::info!("logic node stopped");
+    }
+}
+
+/// The link's part of a logic node's metrics page.
+fn link_page(gateways: &logic_end::Gateways, out: &mut String) {
+    use runtime::metrics::{Kind, write_family};
+    write_family(
+        out,
+        "im_link_gateways",
+        "Gateways linked to this logic node.",
+        Kind::Gauge,
+        "",
+        &[(None, gateways.count() as i64)],
+    );
+    let depths: Vec<(String, i64)> = gateways
+        .depths()
+        .into_iter()
+        .map(|(id, depth)| (format!("{id:08x}"), depth as i64))
+        .collect();
+    let depths: Vec<(Option<&str>, i64)> = depths
+        .iter()
+        .map(|(id, depth)| (Some(id.as_str()), *depth))
+        .collect();
+    write_family(
+        out,
+        "im_link_downcalls_queued",
+        "Downcalls waiting for a gateway's link.",
+        Kind::Gauge,
+        "gateway",
+        &depths,
+    );
 }

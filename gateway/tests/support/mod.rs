@@ -160,6 +160,7 @@ impl ScriptedLogic {
                 uid,
                 frame,
             } => self.request(session, uid, frame),
+            Upcall::GatewayGone { gateway } => self.devices.retain(|_, s| s.gateway != gateway),
         }
     }
 

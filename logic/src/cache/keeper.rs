@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::link::{RedisLink, Shared};
 use crate::cache::online_key;
 use crate::metrics::Gauge;
-use crate::presence::Device;
+use crate::presence::{Device, GatewayAddrs};
 use runtime::clock::unix_secs;
 
 /// What the pipeline tells the keeper.
@@ -45,9 +45,10 @@ pub enum PresenceEvent {
 pub struct PresenceEntry {
     /// The logic node (`logic.node_id`) that holds the session.
     pub node: u64,
-    /// The gateway address the device is connected to.
+    /// The client address of the gateway the device is connected to.
     pub gateway: String,
-    /// The session inside that gateway: worker.slot.serial.
+    /// The session: gateway id (hex).worker.slot.serial. A restarted
+    /// gateway has a new id, and its devices' entries replace the old ones.
     pub session: String,
     pub platform: i32,
     pub login_ms: u64,
@@ -58,7 +59,7 @@ pub struct PresenceEntry {
 pub struct Keeper {
     link: RedisLink,
     node_id: u64,
-    gateway: String,
+    gateways: Arc<GatewayAddrs>,
     /// This node's online devices, to refresh their entries.
     devices: HashMap<u64, HashMap<String, Device>>,
     last_probe: Instant,
@@ -70,13 +71,13 @@ pub struct Keeper {
 pub fn start(
     shared: Arc<Shared>,
     node_id: u64,
-    gateway: String,
+    gateways: Arc<GatewayAddrs>,
 ) -> std::io::Result<(Sender<PresenceEvent>, JoinHandle<()>)> {
     let (events_tx, events) = crossbeam_channel::unbounded();
     let mut keeper = Keeper {
         link: RedisLink::new(shared),
         node_id,
-        gateway,
+        gateways,
         devices: HashMap::new(),
         last_probe: Instant::now(),
         last_refresh: Instant::now(),
@@ -154,7 +155,7 @@ impl Keeper {
             for device in devices.values() {
                 let entry = PresenceEntry {
                     node: self.node_id,
-                    gateway: self.gateway.clone(),
+                    gateway: self.gateways.get(device.session.gateway),
                     session: device.session.to_string(),
                     platform: device.platform,
                     login_ms: device.login_ms,

@@ -99,6 +99,9 @@ pub enum Upcall {
         session: SessionId,
         uid: Option<u64>,
     },
+    /// Every session of this gateway is gone at once: its link died (the
+    /// logic tier's end of the link says so) or it is going away.
+    GatewayGone { gateway: u32 },
 }
 
 /// What the logic tier tells a gateway worker about one of its sessions.
@@ -121,12 +124,14 @@ pub enum Downcall {
 }
 
 impl Upcall {
-    pub fn session(&self) -> SessionId {
+    /// The session the call is about (`None`: it is about a whole gateway).
+    pub fn session(&self) -> Option<SessionId> {
         match self {
             Upcall::Login { session, .. }
             | Upcall::Request { session, .. }
             | Upcall::PushAck { session, .. }
-            | Upcall::Closed { session, .. } => *session,
+            | Upcall::Closed { session, .. } => Some(*session),
+            Upcall::GatewayGone { .. } => None,
         }
     }
 }

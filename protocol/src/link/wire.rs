@@ -48,7 +48,7 @@ fn session(id: Option<pb::SessionId>) -> Result<SessionId, LinkError> {
 impl From<Upcall> for pb::Upcall {
     fn from(call: Upcall) -> Self {
         use pb::upcall::Call;
-        let session = Some(call.session().into());
+        let session = call.session().map(pb::SessionId::from);
         let call = match call {
             Upcall::Login { req_id, login, .. } => Call::Login(pb::Login {
                 req_id,
@@ -60,6 +60,7 @@ impl From<Upcall> for pb::Upcall {
             }),
             Upcall::PushAck { uid, msg_id, .. } => Call::PushAck(pb::PushAck { uid, msg_id }),
             Upcall::Closed { uid, .. } => Call::Closed(pb::Closed { uid }),
+            Upcall::GatewayGone { gateway } => Call::Gone(pb::GatewayGone { gateway }),
         };
         pb::Upcall {
             session,
@@ -73,8 +74,14 @@ impl TryFrom<pb::Upcall> for Upcall {
 
     fn try_from(call: pb::Upcall) -> Result<Self, LinkError> {
         use pb::upcall::Call;
+        let body = call.call.ok_or(LinkError::Missing("call"))?;
+        if let Call::Gone(gone) = body {
+            return Ok(Upcall::GatewayGone {
+                gateway: gone.gateway,
+            });
+        }
         let session = session(call.session)?;
-        Ok(match call.call.ok_or(LinkError::Missing("call"))? {
+        Ok(match body {
             Call::Login(login) => Upcall::Login {
                 session,
                 req_id: login.req_id,
@@ -93,6 +100,9 @@ impl TryFrom<pb::Upcall> for Upcall {
             Call::Closed(closed) => Upcall::Closed {
                 session,
                 uid: closed.uid,
+            },
+            Call::Gone(gone) => Upcall::GatewayGone {
+                gateway: gone.gateway,
             },
         })
     }

@@ -1,17 +1,17 @@
-//! `im-logic`: the logic tier's role. Today its operator commands:
+//! `im-logic`: the logic tier on its own.
 //!
+//!   im-logic serve [--config FILE] [--link-listen ADDR] [--data-dir DIR] [--admin ADDR]
 //!   im-logic migrate [--config FILE] [--data-dir DIR]
 //!
-//! Reads the same TOML file as `im-server` and checks all of it (so a file
-//! that would not start the server is refused here too), then creates or
-//! migrates the storage schema: the SQLite file in the data dir, or the
-//! MySQL databases (created if missing). The server does the same at
-//! start; this is for running it ahead of a deployment.
+//! `serve` runs the logic tier and listens for gateways (`im-gateway`) on
+//! `link.listen`. `migrate` creates or migrates the storage schema ahead of
+//! a deployment (the server also does it at start). Both read the same
+//! TOML file as `im-server` and check all of it first.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-use server::Config;
+use clap::{Args, Parser, Subcommand};
+use server::{LogicNode, cli};
 
 #[derive(Parser)]
 #[command(name = "im-logic", version, about = "The im logic tier")]
@@ -20,28 +20,79 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Args)]
+struct Common {
+    /// The TOML configuration file (every field has a default).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides storage.data_dir (the embedded store).
+    #[arg(long)]
+    data_dir: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the logic tier; gateways connect to it.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Where gateways connect; overrides link.listen.
+        #[arg(long)]
+        link_listen: Option<String>,
+        /// Admin address (/metrics); overrides admin.listen ("" turns it off).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Print the effective configuration and exit.
+        #[arg(long)]
+        print_config: bool,
+        /// Check the configuration and exit (non-zero if it is invalid).
+        #[arg(long)]
+        check_config: bool,
+    },
     /// Create or migrate the storage schema.
     Migrate {
-        /// The server's TOML configuration file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Overrides storage.data_dir (the embedded store).
-        #[arg(long)]
-        data_dir: Option<String>,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
+fn load(
+    common: Common,
+    overrides: impl FnOnce(&mut server::Config),
+) -> anyhow::Result<server::Config> {
+    cli::load(common.config.as_deref(), |config| {
+        if let Some(dir) = common.data_dir {
+            config.storage.data_dir = dir;
+        }
+        overrides(config);
+    })
+}
+
 fn main() -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    cli::init_logging();
     match Cli::parse().command {
-        Command::Migrate { config, data_dir } => {
-            let mut config = Config::load(config.as_deref())?;
-            if let Some(dir) = data_dir {
-                config.storage.data_dir = dir;
+        Command::Serve {
+            common,
+            link_listen,
+            admin,
+            print_config,
+            check_config,
+        } => {
+            let config = load(common, |config| {
+                if let Some(listen) = link_listen {
+                    config.link.listen = listen;
+                }
+                if let Some(admin) = admin {
+                    config.admin.listen = admin;
+                }
+            })?;
+            if cli::print_or_check(&config, print_config, check_config)? {
+                return Ok(());
             }
-            config.validate()?;
+            cli::serve(|| LogicNode::start(&config), LogicNode::shutdown)
+        }
+        Command::Migrate { common } => {
+            let config = load(common, |_| {})?;
             logic::open_backend(&config.storage)?;
             println!("{} schema is up to date", config.storage.backend.name());
             Ok(())

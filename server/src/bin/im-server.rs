@@ -6,11 +6,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use server::{Config, Node};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use server::{Node, cli};
 
 #[derive(Parser)]
 #[command(
@@ -51,23 +48,17 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    cli::init_logging();
     let cli = Cli::parse();
-    let mut config = Config::load(cli.config.as_deref())?;
-    if let Some(listen) = cli.listen {
-        config.gateway.listen = listen;
-    }
-    if let Some(data_dir) = cli.data_dir {
-        config.storage.data_dir = data_dir;
-    }
-    config.validate()?;
-
-    if cli.print_config {
-        print!("{}", config.printable()?);
-        return Ok(());
-    }
-    if cli.check_config {
-        println!("configuration ok");
+    let config = cli::load(cli.config.as_deref(), |config| {
+        if let Some(listen) = cli.listen {
+            config.gateway.listen = listen;
+        }
+        if let Some(data_dir) = cli.data_dir {
+            config.storage.data_dir = data_dir;
+        }
+    })?;
+    if cli::print_or_check(&config, cli.print_config, cli.check_config)? {
         return Ok(());
     }
     if let Some(Command::Token { uid, ttl }) = cli.command {
@@ -79,16 +70,5 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-
-    match runtime::fd_limit::raise_to_hard_limit() {
-        Some(limit) => log::info!("open-file limit: {limit}"),
-        None => log::warn!("cannot read the open-file limit"),
-    }
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
-    let node = Node::start(&config)?;
-    if let Some(signal) = signals.forever().next() {
-        log::info!("signal {signal}: shutting down");
-    }
-    node.shutdown();
-    Ok(())
+    cli::serve(|| Node::start(&config), Node::shutdown)
 }
