@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use client::Client;
 use protocol::{Body, ErrorCode, Frame, pb, token};
-use server::Config;
 use server::Node;
+use server::{Config, GatewayNode, LogicNode};
 
 pub const SECRET: &str = "contract-test-secret";
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -28,6 +28,70 @@ pub enum Store {
     MySqlRedis,
     /// Two MySQL databases as two shards.
     MySqlSharded,
+    /// The embedded store behind one logic node with two gateways, over
+    /// the TCP link; clients spread over the gateways.
+    Split,
+}
+
+/// What a test node runs: one process's worth of tiers, joined in process
+/// or over the link.
+enum Running {
+    One(Node),
+    Split {
+        logic: LogicNode,
+        gateways: Vec<GatewayNode>,
+    },
+}
+
+impl Running {
+    fn start(config: &Config, split: bool) -> Result<Running, server::NodeError> {
+        if !split {
+            return Node::start(config).map(Running::One);
+        }
+        let logic = LogicNode::start(config)?;
+        let mut gateway_config = config.clone();
+        gateway_config.link.logic = vec![logic.link_addr().to_string()];
+        let gateways = (0..2)
+            .map(|_| GatewayNode::start(&gateway_config))
+            .collect::<Result<Vec<_>, _>>()?;
+        let deadline = std::time::Instant::now() + WAIT;
+        while !gateways.iter().all(GatewayNode::linked) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateways did not link"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Running::Split { logic, gateways })
+    }
+
+    fn addrs(&self) -> Vec<std::net::SocketAddr> {
+        match self {
+            Running::One(node) => vec![node.local_addr()],
+            Running::Split { gateways, .. } => {
+                gateways.iter().map(GatewayNode::local_addr).collect()
+            }
+        }
+    }
+
+    fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Running::One(node) => node.admin_addr(),
+            Running::Split { logic, .. } => logic.admin_addr(),
+        }
+    }
+
+    fn shutdown(self) {
+        match self {
+            Running::One(node) => node.shutdown(),
+            Running::Split { logic, gateways } => {
+                for gateway in gateways {
+                    gateway.shutdown();
+                }
+                logic.shutdown();
+            }
+        }
+    }
 }
 
 /// The MariaDB/MySQL server tests use (a private one, see `testkit`); each
@@ -43,7 +107,10 @@ pub fn redis_url() -> String {
 }
 
 pub struct TestNode {
-    node: Option<Node>,
+    node: Option<Running>,
+    split: bool,
+    /// Which gateway the next client connects to.
+    next: AtomicU64,
     pub config: Config,
     pub dir: PathBuf,
     /// The test's own MySQL databases, dropped with the node.
@@ -73,7 +140,7 @@ impl TestNode {
         let (mut config, dir) = test_config();
         let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
         let databases: Vec<String> = match store {
-            Store::Sqlite => Vec::new(),
+            Store::Sqlite | Store::Split => Vec::new(),
             Store::MySql | Store::MySqlRedis => vec![name],
             Store::MySqlSharded => vec![format!("{name}_s0"), format!("{name}_s1")],
         };
@@ -88,8 +155,13 @@ impl TestNode {
             config.redis.url = redis_url();
             config.redis.key_prefix = format!("{}:", dir.file_name().unwrap().to_string_lossy());
         }
+        let split = store == Store::Split;
+        if split {
+            config.link.listen = "127.0.0.1:0".into();
+            config.link.secret = "contract-link-secret".into();
+        }
         tweak(&mut config);
-        let node = match Node::start(&config) {
+        let node = match Running::start(&config, split) {
             Ok(node) => node,
             Err(e) => {
                 drop_databases(&databases);
@@ -98,18 +170,24 @@ impl TestNode {
         };
         TestNode {
             node: Some(node),
+            split,
+            next: AtomicU64::new(0),
             config,
             dir,
             databases,
         }
     }
 
+    /// Where clients connect (the first gateway, when split).
     pub fn addr(&self) -> std::net::SocketAddr {
-        self.node.as_ref().expect("running").local_addr()
+        self.node.as_ref().expect("running").addrs()[0]
     }
 
+    /// A client of the next gateway in turn.
     pub fn connect(&self) -> Client {
-        let mut client = Client::connect(self.addr()).expect("connect");
+        let addrs = self.node.as_ref().expect("running").addrs();
+        let n = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+        let mut client = Client::connect(addrs[n % addrs.len()]).expect("connect");
         client.set_timeout(WAIT);
         client
     }
@@ -128,7 +206,7 @@ impl TestNode {
         if let Some(node) = self.node.take() {
             node.shutdown();
         }
-        self.node = Some(Node::start(&self.config).expect("node restarts"));
+        self.node = Some(Running::start(&self.config, self.split).expect("node restarts"));
     }
 }
 

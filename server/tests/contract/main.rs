@@ -4,90 +4,40 @@
 //! (a private `mariadbd` this test binary starts, or `IM_TEST_MYSQL_URL`;
 //! each test on a database of its own), and MySQL with Redis (a private
 //! `redis-server`, or `IM_TEST_REDIS_URL`; each test on a key prefix of its
-//! own), and MySQL sharded over two databases.
+//! own), and MySQL sharded over two databases; and once with the tiers split,
+//! one logic node and two gateways over the TCP link, clients spread over
+//! the gateways.
 
 mod harness;
 
-mod sqlite {
-    use super::harness::{Store, TestNode};
-    use std::thread;
-    use std::time::Duration;
+/// One module per backend, each running every case of `cases.rs`.
+macro_rules! suite {
+    ($name:ident, $store:expr) => {
+        mod $name {
+            use super::harness::{Store, TestNode};
+            use std::thread;
+            use std::time::Duration;
 
-    use super::harness::*;
-    use client::ClientError;
-    use protocol::{Body, ErrorCode, pb};
-    use std::collections::HashSet;
+            use super::harness::*;
+            use client::ClientError;
+            use protocol::{Body, ErrorCode, pb};
+            use std::collections::HashSet;
 
-    fn node() -> TestNode {
-        TestNode::with(Store::Sqlite, |_| {})
-    }
+            fn node() -> TestNode {
+                TestNode::with($store, |_| {})
+            }
 
-    fn node_with(tweak: impl FnOnce(&mut server::Config)) -> TestNode {
-        TestNode::with(Store::Sqlite, tweak)
-    }
+            fn node_with(tweak: impl FnOnce(&mut server::Config)) -> TestNode {
+                TestNode::with($store, tweak)
+            }
 
-    include!("cases.rs");
+            include!("cases.rs");
+        }
+    };
 }
 
-mod mysql {
-    use super::harness::{Store, TestNode};
-    use std::thread;
-    use std::time::Duration;
-
-    use super::harness::*;
-    use client::ClientError;
-    use protocol::{Body, ErrorCode, pb};
-    use std::collections::HashSet;
-
-    fn node() -> TestNode {
-        TestNode::with(Store::MySql, |_| {})
-    }
-
-    fn node_with(tweak: impl FnOnce(&mut server::Config)) -> TestNode {
-        TestNode::with(Store::MySql, tweak)
-    }
-
-    include!("cases.rs");
-}
-
-mod mysql_redis {
-    use super::harness::{Store, TestNode};
-    use std::thread;
-    use std::time::Duration;
-
-    use super::harness::*;
-    use client::ClientError;
-    use protocol::{Body, ErrorCode, pb};
-    use std::collections::HashSet;
-
-    fn node() -> TestNode {
-        TestNode::with(Store::MySqlRedis, |_| {})
-    }
-
-    fn node_with(tweak: impl FnOnce(&mut server::Config)) -> TestNode {
-        TestNode::with(Store::MySqlRedis, tweak)
-    }
-
-    include!("cases.rs");
-}
-
-mod mysql_sharded {
-    use super::harness::{Store, TestNode};
-    use std::thread;
-    use std::time::Duration;
-
-    use super::harness::*;
-    use client::ClientError;
-    use protocol::{Body, ErrorCode, pb};
-    use std::collections::HashSet;
-
-    fn node() -> TestNode {
-        TestNode::with(Store::MySqlSharded, |_| {})
-    }
-
-    fn node_with(tweak: impl FnOnce(&mut server::Config)) -> TestNode {
-        TestNode::with(Store::MySqlSharded, tweak)
-    }
-
-    include!("cases.rs");
-}
+suite!(sqlite, Store::Sqlite);
+suite!(mysql, Store::MySql);
+suite!(mysql_redis, Store::MySqlRedis);
+suite!(mysql_sharded, Store::MySqlSharded);
+suite!(split, Store::Split);
