@@ -11,8 +11,7 @@
 mod harness;
 
 use std::collections::HashMap;
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,18 +31,6 @@ fn node_with_redis(tweak: impl FnOnce(&mut server::Config)) -> TestNode {
         config.admin.listen = "127.0.0.1:0".into();
         tweak(config);
     })
-}
-
-/// Polls `probe` until it returns `Some`, for up to 10 s.
-fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn hgetall(conn: &mut redis::Connection, key: &str) -> HashMap<String, String> {
@@ -286,19 +273,6 @@ fn presence_entries_follow_logins_and_logouts() {
 }
 
 /// A child process that is killed however the test ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    eventually(what, || TcpStream::connect(("127.0.0.1", port)).ok());
-}
-
 #[test]
 fn presence_of_a_killed_node_expires() {
     let dir = std::env::temp_dir().join(format!("im-redis-presence-{}", std::process::id()));

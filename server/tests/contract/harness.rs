@@ -385,3 +385,35 @@ pub fn drop_databases(databases: &[String]) {
         }
     }
 }
+
+/// Polls `probe` until it returns `Some`, for up to 10 s.
+pub fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process, killed (SIGKILL) when dropped.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts connections on the loopback `port`.
+pub fn wait_for_port(port: u16, what: &str) {
+    eventually(what, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+}
