@@ -139,6 +139,35 @@ fn redis_section() {
     ]);
 }
 
+#[test]
+fn link_section() {
+    refused(&[
+        ("[link]\nlisten = \"7100\"\n", "link.listen"),
+        ("[link]\nlogic = [\"logic-host\"]\n", "link.logic"),
+        ("[link]\nheartbeat_secs = 0\n", "link.heartbeat_secs"),
+        (
+            "[link]\nheartbeat_secs = 5\ndead_after_secs = 5\n",
+            "link.dead_after_secs",
+        ),
+        ("[link]\nqueue_capacity = 0\n", "link.queue_capacity"),
+    ]);
+}
+
+/// The split roles check the link on top of the file: a gateway needs the
+/// logic tier's address and both need the secret.
+#[test]
+fn the_split_roles_refuse_to_start_without_their_link() {
+    let config = server::Config::default();
+    let gateway = server::GatewayNode::start(&config).err().expect("refused");
+    assert!(gateway.to_string().contains("link.secret"), "{gateway}");
+    let logic = server::LogicNode::start(&config).err().expect("refused");
+    assert!(logic.to_string().contains("link.secret"), "{logic}");
+    let mut config = server::Config::default();
+    config.link.secret = "s".into();
+    let gateway = server::GatewayNode::start(&config).err().expect("refused");
+    assert!(gateway.to_string().contains("link.logic"), "{gateway}");
+}
+
 /// What `--check-config` refuses, start-up refuses too, with the same words.
 #[test]
 fn start_up_refuses_what_the_check_refuses() {
