@@ -19,7 +19,6 @@ use gateway::{GatewayHandle, LocalUplink, Mailboxes, Metrics, Uplink};
 use logic::presence::GatewayAddrs;
 use protocol::link::Downlink;
 use runtime::config::Invalid;
-use runtime::doorbell::Doorbell;
 
 use crate::admin::{self, AdminHandle};
 use crate::config::Config;
@@ -178,9 +177,10 @@ impl GatewayNode {
             .into());
         }
         let metrics = Metrics::default();
-        let (up_tx, upcalls) = crossbeam_channel::bounded(config.link.queue_capacity);
-        let doorbell = Doorbell::new();
-        let uplink: Arc<dyn Uplink> = Arc::new(LocalUplink::new(up_tx, doorbell.bell()));
+        let (linked, upcalls, doorbell) =
+            gateway_end::LinkedUplink::new(config.link.queue_capacity);
+        let linked = Arc::new(linked);
+        let uplink: Arc<dyn Uplink> = linked.clone();
         let gateway = gateway::start(&config.gateway, uplink.clone(), &metrics)?;
         let mailboxes = gateway.downlink();
         let settings = gateway_end::Settings {
@@ -195,7 +195,7 @@ impl GatewayNode {
             dead_after_secs: config.link.dead_after_secs,
             reconnect_max: std::time::Duration::from_millis(config.link.reconnect_max_ms),
         };
-        let link = gateway_end::start(settings, upcalls, doorbell, mailboxes.clone())
+        let link = gateway_end::start(settings, &linked, upcalls, doorbell, mailboxes.clone())
             .map_err(io("cannot start the link"))?;
         let admin = start_admin(
             config,

@@ -8,9 +8,10 @@
 //! reader thread per connection hands the logic tier's downcalls to the
 //! workers' mailboxes.
 //!
-//! While there is no link, queued upcalls are answered here: a request or
-//! a login gets UNAVAILABLE, so no client waits on a link that is not
-//! there. When a link dies, every session the logic tier had accepted is
+//! While there is no link, workers are told so at once ([`LinkedUplink`]:
+//! the client gets UNAVAILABLE), and what was queued before the link went
+//! is answered here, a request or a login UNAVAILABLE: no client waits on a
+//! link that is not there. When a link dies, every session the logic tier had accepted is
 //! closed with a Kick (the logic tier dropped them when it saw the link go;
 //! their clients reconnect, log in again and sync, missing nothing).
 //! Reconnecting waits 100 ms, doubling up to `link.reconnect_max_ms`, each
@@ -24,7 +25,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use gateway::Mailboxes;
+use gateway::{LocalUplink, Mailboxes, Uplink, UplinkError};
 use parking_lot::Mutex;
 use protocol::body::{error_frame, kick_frame};
 use protocol::link::wire::pb::link_frame::Kind;
@@ -34,6 +35,43 @@ use runtime::doorbell::{Bell, Doorbell};
 
 use super::handshake::{self, GatewayInfo};
 use super::{FrameReader, FrameWriter, LinkError, upcall_batch};
+
+/// The workers' uplink: the in-process queue to `im-link`, refusing at
+/// once while there is no link.
+pub struct LinkedUplink {
+    queue: LocalUplink,
+    up: Arc<AtomicBool>,
+}
+
+impl LinkedUplink {
+    /// The uplink, and the receiving ends for [`start`].
+    pub fn new(capacity: usize) -> (LinkedUplink, Receiver<Upcall>, Doorbell) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let doorbell = Doorbell::new();
+        let uplink = LinkedUplink {
+            queue: LocalUplink::new(tx, doorbell.bell()),
+            up: Arc::new(AtomicBool::new(false)),
+        };
+        (uplink, rx, doorbell)
+    }
+}
+
+impl Uplink for LinkedUplink {
+    fn send(&self, call: Upcall) -> Result<(), UplinkError> {
+        if !self.up.load(Ordering::Acquire) {
+            return Err(UplinkError::Disconnected);
+        }
+        self.queue.send(call)
+    }
+
+    fn flush(&self) {
+        self.queue.flush()
+    }
+
+    fn depth(&self) -> usize {
+        self.queue.depth()
+    }
+}
 
 /// What the link needs to know, handed over at start.
 pub struct Settings {
@@ -70,15 +108,16 @@ impl LinkHandle {
 }
 
 /// Starts `im-link`. `upcalls` and `doorbell` are the receiving ends of
-/// the workers' `LocalUplink`.
+/// the workers' `uplink`.
 pub fn start(
     settings: Settings,
+    uplink: &LinkedUplink,
     upcalls: Receiver<Upcall>,
     doorbell: Doorbell,
     mailboxes: Mailboxes,
 ) -> std::io::Result<LinkHandle> {
     let stop = Arc::new(AtomicBool::new(false));
-    let up = Arc::new(AtomicBool::new(false));
+    let up = uplink.up.clone();
     let bell = doorbell.bell();
     let mut link = GatewayLink {
         settings,

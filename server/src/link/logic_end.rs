@@ -233,6 +233,7 @@ fn serve(stream: TcpStream, connection: u64, shared: Shared) {
         Err(e) if shared.stop.load(Ordering::Acquire) => {
             log::debug!("link: gateway at {peer} closed at shutdown: {e}")
         }
+        Err(LinkError::Closed) => log::info!("link: gateway at {peer} closed its link"),
         Err(e) => log::warn!("link: gateway at {peer}: {e}"),
     }
     shared.sockets.lock().remove(&connection);
