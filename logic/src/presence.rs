@@ -9,24 +9,34 @@ use std::collections::HashMap;
 use parking_lot::RwLock;
 use protocol::link::SessionId;
 
-/// Where each gateway's clients connect, by gateway id: the "which entry"
-/// of the login info the presence directory publishes. Written by whoever
-/// learns of a gateway (the all-in-one node at start, the link at each
-/// gateway's handshake), read by the Redis keeper.
+/// Where each gateway's clients connect, and when that gateway started,
+/// by gateway id: the "which entry" of the login info the presence
+/// directory publishes. Written by whoever learns of a gateway (the
+/// all-in-one node at start, the link at each gateway's handshake), read
+/// by the Redis keeper.
 #[derive(Debug, Default)]
-pub struct GatewayAddrs(RwLock<HashMap<u32, String>>);
+pub struct GatewayAddrs(RwLock<HashMap<u32, GatewayAddr>>);
+
+/// One gateway, as the presence directory shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayAddr {
+    /// Where its clients connect.
+    pub client_addr: String,
+    /// When it started (Unix ms): with its id, which run of it this is.
+    pub epoch_ms: u64,
+}
 
 impl GatewayAddrs {
-    pub fn set(&self, gateway: u32, client_addr: String) {
-        self.0.write().insert(gateway, client_addr);
+    pub fn set(&self, gateway: u32, addr: GatewayAddr) {
+        self.0.write().insert(gateway, addr);
     }
 
     pub fn remove(&self, gateway: u32) {
         self.0.write().remove(&gateway);
     }
 
-    /// The gateway's client address; empty if it never said.
-    pub fn get(&self, gateway: u32) -> String {
+    /// The gateway's address and start; empty if it never said.
+    pub fn get(&self, gateway: u32) -> GatewayAddr {
         self.0.read().get(&gateway).cloned().unwrap_or_default()
     }
 }
@@ -142,6 +152,29 @@ mod tests {
         // The replaced session closing later changes nothing.
         assert_eq!(presence.logout(device("phone", 1).session), None);
         assert_eq!(presence.devices(1).len(), 2);
+    }
+
+    #[test]
+    fn a_gone_gateway_takes_its_sessions_and_no_others() {
+        let mut presence = Presence::default();
+        let on = |gateway, id: &str, serial| {
+            let mut d = device(id, serial);
+            d.session.gateway = gateway;
+            d
+        };
+        presence.login(1, on(7, "phone", 1));
+        presence.login(1, on(8, "pc", 2));
+        presence.login(2, on(7, "phone", 3));
+        let mut gone: Vec<(u64, String)> = presence
+            .drop_gateway(7)
+            .into_iter()
+            .map(|(uid, d)| (uid, d.device_id))
+            .collect();
+        gone.sort();
+        assert_eq!(gone, vec![(1, "phone".into()), (2, "phone".into())]);
+        assert_eq!(presence.devices(1).len(), 1);
+        assert_eq!(presence.online_users(), 1);
+        assert!(presence.drop_gateway(7).is_empty());
     }
 
     #[test]

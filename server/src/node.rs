@@ -106,7 +106,13 @@ impl Node {
         let gateway = gateway::start(&config.gateway, uplink.clone(), &metrics)?;
         let mailboxes = gateway.downlink();
         let gateways = Arc::new(GatewayAddrs::default());
-        gateways.set(gateway.id(), advertised(config, gateway.local_addr()));
+        gateways.set(
+            gateway.id(),
+            logic::presence::GatewayAddr {
+                client_addr: advertised(config, gateway.local_addr()),
+                epoch_ms: runtime::clock::unix_ms(),
+            },
+        );
         let link = logic::Link {
             inbox,
             downlink: Arc::new(mailboxes.clone()),

@@ -258,6 +258,7 @@ fn presence_entries_follow_logins_and_logouts() {
     });
     let entry: PresenceEntry = serde_json::from_str(&entries["phone"]).expect("a JSON entry");
     assert_eq!(entry.gateway, node.addr().to_string());
+    assert!(entry.gateway_epoch_ms > 0, "{entry:?}");
     assert_eq!(entry.platform, pb::Platform::Mobile as i32);
     assert!(entry.expires_ms > entry.login_ms);
     let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut conn).unwrap();

@@ -47,6 +47,11 @@ pub struct PresenceEntry {
     pub node: u64,
     /// The client address of the gateway the device is connected to.
     pub gateway: String,
+    /// When that gateway started (Unix ms). A restarted gateway is a new
+    /// one (new id, new epoch): its devices' entries replace the old ones,
+    /// and the old run's entries were removed when its link ended.
+    #[serde(default)]
+    pub gateway_epoch_ms: u64,
     /// The session: gateway id (hex).worker.slot.serial. A restarted
     /// gateway has a new id, and its devices' entries replace the old ones.
     pub session: String,
@@ -153,9 +158,11 @@ impl Keeper {
             let key = online_key(&prefix, *uid);
             let hset = pipe.cmd("HSET").arg(&key);
             for device in devices.values() {
+                let gateway = self.gateways.get(device.session.gateway);
                 let entry = PresenceEntry {
                     node: self.node_id,
-                    gateway: self.gateways.get(device.session.gateway),
+                    gateway: gateway.client_addr,
+                    gateway_epoch_ms: gateway.epoch_ms,
                     session: device.session.to_string(),
                     platform: device.platform,
                     login_ms: device.login_ms,

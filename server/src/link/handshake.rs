@@ -150,3 +150,134 @@ pub fn connect(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Both sides of the handshake over a real loopback connection.
+
+    use std::net::{TcpListener, TcpStream};
+    use std::thread;
+
+    use super::*;
+
+    fn info() -> GatewayInfo {
+        GatewayInfo {
+            gateway: 0xabcd_0123,
+            epoch_ms: 1_700_000_000_000,
+            client_addr: "127.0.0.1:7001".into(),
+        }
+    }
+
+    fn ends(stream: TcpStream) -> (FrameReader, FrameWriter) {
+        let reader = FrameReader::new(stream.try_clone().unwrap(), 5).unwrap();
+        (reader, FrameWriter::new(stream))
+    }
+
+    /// Runs the logic side with `logic_secret` against `gateway`; returns
+    /// what each side concluded.
+    fn shake(
+        logic_secret: &'static [u8],
+        gateway: impl FnOnce(&mut FrameReader, &mut FrameWriter) -> Result<(), LinkError>
+        + Send
+        + 'static,
+    ) -> (Result<GatewayInfo, LinkError>, Result<(), LinkError>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gateway_side = thread::spawn(move || {
+            let (mut reader, mut writer) = ends(TcpStream::connect(addr).unwrap());
+            gateway(&mut reader, &mut writer)
+        });
+        let (stream, _) = listener.accept().unwrap();
+        let (mut reader, mut writer) = ends(stream);
+        let logic = accept(&mut reader, &mut writer, logic_secret);
+        (logic, gateway_side.join().unwrap())
+    }
+
+    #[test]
+    fn the_same_secret_links_and_the_logic_side_learns_who_connected() {
+        let (logic, gateway) = shake(b"secret", |r, w| connect(r, w, b"secret", &info()));
+        let learned = logic.expect("accepted");
+        assert_eq!(
+            (
+                learned.gateway,
+                learned.epoch_ms,
+                learned.client_addr.as_str()
+            ),
+            (0xabcd_0123, 1_700_000_000_000, "127.0.0.1:7001")
+        );
+        gateway.expect("welcomed");
+    }
+
+    #[test]
+    fn another_secret_is_refused_with_the_reason_on_both_sides() {
+        let (logic, gateway) = shake(b"secret", |r, w| connect(r, w, b"other", &info()));
+        assert!(
+            matches!(&logic, Err(LinkError::Refused(reason)) if reason.contains("link secret")),
+            "{logic:?}"
+        );
+        assert!(
+            matches!(&gateway, Err(LinkError::Refused(reason)) if reason.contains("link secret")),
+            "{gateway:?}"
+        );
+    }
+
+    #[test]
+    fn another_version_is_refused_and_says_both_versions() {
+        let (logic, gateway) = shake(b"secret", |reader, writer| {
+            let Kind::Challenge(challenge) = reader.read()? else {
+                return Err(LinkError::Protocol("no challenge".into()));
+            };
+            let proof = gateway_proof(b"secret", &challenge.nonce, &info());
+            writer.send(Kind::Hello(pb::Hello {
+                version: VERSION + 1,
+                gateway: info().gateway,
+                epoch_ms: info().epoch_ms,
+                client_addr: String::new(),
+                nonce: vec![0; 16].into(),
+                proof: proof.finalize().into_bytes().to_vec().into(),
+            }))?;
+            match reader.read()? {
+                Kind::Refused(refused) => Err(LinkError::Refused(refused.reason)),
+                other => Err(LinkError::Protocol(format!("{other:?}"))),
+            }
+        });
+        let expected = format!(
+            "link version {} offered, this end speaks version {VERSION}",
+            VERSION + 1
+        );
+        assert!(
+            matches!(&logic, Err(LinkError::Refused(r)) if *r == expected),
+            "{logic:?}"
+        );
+        assert!(
+            matches!(&gateway, Err(LinkError::Refused(r)) if *r == expected),
+            "{gateway:?}"
+        );
+    }
+
+    #[test]
+    fn a_peer_posing_as_the_logic_tier_without_the_secret_is_caught() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Welcomes anyone, with a proof made up.
+        let impostor = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let (mut reader, mut writer) = ends(stream);
+            writer.send(Kind::Challenge(pb::Challenge {
+                version: VERSION,
+                nonce: vec![1; 16].into(),
+            }))?;
+            reader.read()?;
+            writer.send(Kind::Welcome(pb::Welcome {
+                proof: vec![0; 32].into(),
+            }))
+        });
+        let (mut reader, mut writer) = ends(TcpStream::connect(addr).unwrap());
+        let gateway = connect(&mut reader, &mut writer, b"secret", &info());
+        assert!(
+            matches!(&gateway, Err(LinkError::Refused(r)) if r.contains("logic node's proof")),
+            "{gateway:?}"
+        );
+        impostor.join().unwrap().unwrap();
+    }
+}

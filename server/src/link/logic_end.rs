@@ -25,7 +25,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use logic::presence::GatewayAddrs;
+use logic::presence::{GatewayAddr, GatewayAddrs};
 use parking_lot::{Mutex, RwLock};
 use protocol::link::wire::pb::link_frame::Kind;
 use protocol::link::{Downcall, Downlink, Upcall};
@@ -293,7 +293,13 @@ fn link(stream: TcpStream, connection: u64, shared: &Shared) -> Result<(), LinkE
 /// forgets first.
 fn register(shared: &Shared, info: &GatewayInfo, outbox: Arc<Outbox>) {
     let replaced = shared.gateways.links.write().insert(info.gateway, outbox);
-    shared.addrs.set(info.gateway, info.client_addr.clone());
+    shared.addrs.set(
+        info.gateway,
+        GatewayAddr {
+            client_addr: info.client_addr.clone(),
+            epoch_ms: info.epoch_ms,
+        },
+    );
     if let Some(old) = replaced {
         old.overloaded.store(true, Ordering::Release);
         old.bell.ring();
