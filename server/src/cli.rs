@@ -23,15 +23,38 @@ pub fn load(path: Option<&Path>, overrides: impl FnOnce(&mut Config)) -> anyhow:
     Ok(config)
 }
 
-/// `--print-config` and `--check-config`: true when one of them was asked
-/// for and done, and the binary should exit.
-pub fn print_or_check(config: &Config, print: bool, check: bool) -> anyhow::Result<bool> {
-    if print {
-        print!("{}", config.printable()?);
-    } else if check {
-        println!("configuration ok");
+/// What every role's command line says about its configuration.
+#[derive(clap::Args)]
+pub struct ConfigFlags {
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Check the configuration and exit (non-zero if it is invalid).
+    #[arg(long)]
+    pub check_config: bool,
+    /// Admin address (/metrics, /healthz); overrides admin.listen ("" turns it off).
+    #[arg(long)]
+    pub admin: Option<String>,
+}
+
+impl ConfigFlags {
+    /// Applies `--admin`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(admin) = &self.admin {
+            config.admin.listen = admin.clone();
+        }
     }
-    Ok(print || check)
+
+    /// `--print-config` and `--check-config`: true when one of them was
+    /// asked for and done, and the binary should exit.
+    pub fn done(&self, config: &Config) -> anyhow::Result<bool> {
+        if self.print_config {
+            print!("{}", config.printable()?);
+        } else if self.check_config {
+            println!("configuration ok");
+        }
+        Ok(self.print_config || self.check_config)
+    }
 }
 
 /// Starts a node, runs it until SIGTERM or SIGINT, then stops it.

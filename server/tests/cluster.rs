@@ -8,7 +8,7 @@ mod harness;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use client::Client;
 use harness::*;
@@ -42,16 +42,9 @@ impl Cluster {
             dir.display()
         );
         std::fs::write(&config, toml).unwrap();
-        let logic = Command::new(env!("CARGO_BIN_EXE_im-logic"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("IM_LINK_SECRET", LINK_SECRET)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("logic.log")).unwrap())
-            .spawn()
-            .expect("spawn im-logic");
-        let logic = Process(logic);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_im-logic"));
+        command.arg("serve").arg("--config").arg(&config);
+        let logic = spawn_logged(command, LINK_SECRET, &dir.join("logic.log"));
         wait_for_port(link_port, "im-logic's link port");
         wait_for_port(admin_port, "im-logic's admin port");
         let mut cluster = Cluster {
@@ -73,19 +66,17 @@ impl Cluster {
     fn add_gateway(&mut self, secret: &str) -> usize {
         let n = self.gateways.len();
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_im-gateway"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_im-gateway"));
+        command
             .arg("--config")
             .arg(&self.config)
             .args(["--logic", &self.link.to_string()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin", ""])
-            .env("IM_LINK_SECRET", secret)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.join(format!("gateway-{n}.log"))).unwrap())
-            .spawn()
-            .expect("spawn im-gateway");
+            .args(["--admin", ""]);
+        let log = self.dir.join(format!("gateway-{n}.log"));
+        let gateway = spawn_logged(command, secret, &log);
         self.gateways
-            .push((Process(child), SocketAddr::from(([127, 0, 0, 1], port))));
+            .push((gateway, SocketAddr::from(([127, 0, 0, 1], port))));
         wait_for_port(port, "im-gateway's client port");
         n
     }

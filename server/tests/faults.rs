@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -132,18 +132,17 @@ impl Net {
 
     /// Drops the link's packets both ways (in the logic's namespace).
     fn cut(&self) {
-        for chain in [["INPUT", "--dport"], ["OUTPUT", "--sport"]] {
-            self.logic.run(&[
-                "iptables",
-                "-A",
-                chain[0],
-                "-p",
-                "tcp",
-                chain[1],
-                &LINK_PORT.to_string(),
-                "-j",
-                "DROP",
-            ]);
+        self.drop_packets(LINK_PORT, &[]);
+    }
+
+    /// Adds a DROP rule, with `matching` on top of the port, each way.
+    fn drop_packets(&self, port: u16, matching: &[&str]) {
+        let port = port.to_string();
+        for (chain, side) in [("INPUT", "--dport"), ("OUTPUT", "--sport")] {
+            let mut rule = vec!["iptables", "-A", chain, "-p", "tcp", side, &port];
+            rule.extend_from_slice(matching);
+            rule.extend_from_slice(&["-j", "DROP"]);
+            self.logic.run(&rule);
         }
     }
 
@@ -153,25 +152,15 @@ impl Net {
 
     /// Drops each of the link's packets, either way, with this probability.
     fn lose(&self, probability: &str, port: u16) {
-        for chain in [["INPUT", "--dport"], ["OUTPUT", "--sport"]] {
-            self.logic.run(&[
-                "iptables",
-                "-A",
-                chain[0],
-                "-p",
-                "tcp",
-                chain[1],
-                &port.to_string(),
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                probability,
-                "-j",
-                "DROP",
-            ]);
-        }
+        let matching = [
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            probability,
+        ];
+        self.drop_packets(port, &matching);
     }
 }
 
@@ -204,21 +193,13 @@ impl Deployment {
             ),
         )
         .unwrap();
-        let logic = net
-            .logic
-            .command(env!("CARGO_BIN_EXE_im-logic"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("IM_LINK_SECRET", LINK_SECRET)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("logic.log")).unwrap())
-            .spawn()
-            .expect("spawn im-logic");
+        let mut command = net.logic.command(env!("CARGO_BIN_EXE_im-logic"));
+        command.arg("serve").arg("--config").arg(&config);
+        let logic = spawn_logged(command, LINK_SECRET, &dir.join("logic.log"));
         let mut deployment = Deployment {
             dir,
             config,
-            _logic: Process(logic),
+            _logic: logic,
             gateways: Vec::new(),
         };
         in_namespace(&net.logic, || {
@@ -228,24 +209,17 @@ impl Deployment {
         });
         for n in 0..gateways {
             let port = 7001 + n as u16;
-            let child = net
-                .gateways
-                .command(env!("CARGO_BIN_EXE_im-gateway"))
+            let mut command = net.gateways.command(env!("CARGO_BIN_EXE_im-gateway"));
+            command
                 .arg("--config")
                 .arg(&deployment.config)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(["--admin", ""])
-                .env("IM_LINK_SECRET", LINK_SECRET)
-                .stdout(Stdio::null())
-                .stderr(
-                    std::fs::File::create(deployment.dir.join(format!("gateway-{n}.log"))).unwrap(),
-                )
-                .spawn()
-                .expect("spawn im-gateway");
-            deployment.gateways.push(Some((
-                Process(child),
-                SocketAddr::from(([127, 0, 0, 1], port)),
-            )));
+                .args(["--admin", ""]);
+            let log = deployment.dir.join(format!("gateway-{n}.log"));
+            let gateway = spawn_logged(command, LINK_SECRET, &log);
+            deployment
+                .gateways
+                .push(Some((gateway, SocketAddr::from(([127, 0, 0, 1], port)))));
         }
         for n in 0..gateways {
             eventually("the gateway linked", || {

@@ -24,15 +24,8 @@ struct Cli {
     /// Client address to listen on; overrides gateway.listen.
     #[arg(long)]
     listen: Option<String>,
-    /// Admin address (/metrics); overrides admin.listen ("" turns it off).
-    #[arg(long)]
-    admin: Option<String>,
-    /// Print the effective configuration and exit.
-    #[arg(long)]
-    print_config: bool,
-    /// Check the configuration and exit (non-zero if it is invalid).
-    #[arg(long)]
-    check_config: bool,
+    #[command(flatten)]
+    flags: cli::ConfigFlags,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,11 +38,9 @@ fn main() -> anyhow::Result<()> {
         if let Some(listen) = cli.listen {
             config.gateway.listen = listen;
         }
-        if let Some(admin) = cli.admin {
-            config.admin.listen = admin;
-        }
+        cli.flags.apply(config);
     })?;
-    if cli::print_or_check(&config, cli.print_config, cli.check_config)? {
+    if cli.flags.done(&config)? {
         return Ok(());
     }
     cli::serve(|| GatewayNode::start(&config), GatewayNode::shutdown)

@@ -39,15 +39,8 @@ enum Command {
         /// Where gateways connect; overrides link.listen.
         #[arg(long)]
         link_listen: Option<String>,
-        /// Admin address (/metrics); overrides admin.listen ("" turns it off).
-        #[arg(long)]
-        admin: Option<String>,
-        /// Print the effective configuration and exit.
-        #[arg(long)]
-        print_config: bool,
-        /// Check the configuration and exit (non-zero if it is invalid).
-        #[arg(long)]
-        check_config: bool,
+        #[command(flatten)]
+        flags: cli::ConfigFlags,
     },
     /// Create or migrate the storage schema.
     Migrate {
@@ -74,19 +67,15 @@ fn main() -> anyhow::Result<()> {
         Command::Serve {
             common,
             link_listen,
-            admin,
-            print_config,
-            check_config,
+            flags,
         } => {
             let config = load(common, |config| {
                 if let Some(listen) = link_listen {
                     config.link.listen = listen;
                 }
-                if let Some(admin) = admin {
-                    config.admin.listen = admin;
-                }
+                flags.apply(config);
             })?;
-            if cli::print_or_check(&config, print_config, check_config)? {
+            if flags.done(&config)? {
                 return Ok(());
             }
             cli::serve(|| LogicNode::start(&config), LogicNode::shutdown)

@@ -25,12 +25,8 @@ struct Cli {
     /// Data directory; overrides storage.data_dir.
     #[arg(long, global = true)]
     data_dir: Option<String>,
-    /// Print the effective configuration and exit.
-    #[arg(long)]
-    print_config: bool,
-    /// Check the configuration and exit (non-zero if it is invalid).
-    #[arg(long)]
-    check_config: bool,
+    #[command(flatten)]
+    flags: cli::ConfigFlags,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -57,8 +53,9 @@ fn main() -> anyhow::Result<()> {
         if let Some(data_dir) = cli.data_dir {
             config.storage.data_dir = data_dir;
         }
+        cli.flags.apply(config);
     })?;
-    if cli::print_or_check(&config, cli.print_config, cli.check_config)? {
+    if cli.flags.done(&config)? {
         return Ok(());
     }
     if let Some(Command::Token { uid, ttl }) = cli.command {

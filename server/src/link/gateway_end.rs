@@ -247,17 +247,11 @@ impl GatewayLink {
         let heartbeat = self.settings.heartbeat;
         let mut last_write = Instant::now();
         loop {
-            let mut wrote = false;
-            while let Some(batch) = upcall_batch(|| self.next_upcall()) {
-                writer.send(batch)?;
-                wrote = true;
-            }
-            if wrote {
-                last_write = Instant::now();
-            } else if last_write.elapsed() >= heartbeat {
-                writer.heartbeat()?;
-                last_write = Instant::now();
-            }
+            let due = writer.write_or_beat(
+                || upcall_batch(|| self.next_upcall()),
+                &mut last_write,
+                heartbeat,
+            )?;
             if dead.load(Ordering::Acquire) {
                 return Ok(());
             }
@@ -268,8 +262,7 @@ impl GatewayLink {
                 }
                 continue;
             }
-            self.doorbell
-                .wait(heartbeat.saturating_sub(last_write.elapsed()));
+            self.doorbell.wait(due);
         }
     }
 

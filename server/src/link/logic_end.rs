@@ -374,17 +374,11 @@ fn send(
             let _ = writer.stream().shutdown(Shutdown::Both);
             return Err(LinkError::Protocol("the gateway's queue overflowed".into()));
         }
-        let mut wrote = false;
-        while let Some(batch) = downcall_batch(|| downcalls.try_recv().ok()) {
-            writer.send(batch)?;
-            wrote = true;
-        }
-        if wrote {
-            last_write = Instant::now();
-        } else if last_write.elapsed() >= heartbeat {
-            writer.heartbeat()?;
-            last_write = Instant::now();
-        }
-        doorbell.wait(heartbeat.saturating_sub(last_write.elapsed()));
+        let due = writer.write_or_beat(
+            || downcall_batch(|| downcalls.try_recv().ok()),
+            &mut last_write,
+            heartbeat,
+        )?;
+        doorbell.wait(due);
     }
 }

@@ -147,8 +147,27 @@ impl FrameWriter {
         &self.stream
     }
 
-    pub fn heartbeat(&mut self) -> Result<(), LinkError> {
-        self.send(Kind::Heartbeat(pb::Heartbeat {}))
+    /// Writes every batch `next_batch` gives; if there was none for a
+    /// heartbeat interval, a heartbeat. `last_write` is when this end last
+    /// wrote; returns how long until the next heartbeat is due.
+    pub fn write_or_beat(
+        &mut self,
+        mut next_batch: impl FnMut() -> Option<Kind>,
+        last_write: &mut std::time::Instant,
+        heartbeat: std::time::Duration,
+    ) -> Result<std::time::Duration, LinkError> {
+        let mut wrote = false;
+        while let Some(batch) = next_batch() {
+            self.send(batch)?;
+            wrote = true;
+        }
+        if wrote {
+            *last_write = std::time::Instant::now();
+        } else if last_write.elapsed() >= heartbeat {
+            self.send(Kind::Heartbeat(pb::Heartbeat {}))?;
+            *last_write = std::time::Instant::now();
+        }
+        Ok(heartbeat.saturating_sub(last_write.elapsed()))
     }
 }
 

@@ -411,6 +411,21 @@ impl Drop for Process {
     }
 }
 
+/// Starts `command` (an im binary) with this link secret, its log in `log`.
+pub fn spawn_logged(
+    mut command: std::process::Command,
+    secret: &str,
+    log: &std::path::Path,
+) -> Process {
+    let child = command
+        .env("IM_LINK_SECRET", secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("a log file"))
+        .spawn()
+        .expect("spawn an im binary");
+    Process(child)
+}
+
 /// Waits until something accepts connections on the loopback `port`.
 pub fn wait_for_port(port: u16, what: &str) {
     eventually(what, || {
