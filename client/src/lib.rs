@@ -11,6 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -39,6 +40,10 @@ pub enum ClientError {
     /// The server answered with a body that does not answer the request.
     #[error("unexpected response body {0}")]
     UnexpectedResponse(&'static str),
+    /// TLS could not be set up (a bad CA file, a failed handshake, a
+    /// certificate that does not check).
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -51,8 +56,70 @@ impl ClientError {
     }
 }
 
+/// The byte stream under the frames: plain TCP, or TLS over it.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(stream) => stream,
+            Conn::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(stream) => stream.read(buf),
+            Conn::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(stream) => stream.write(buf),
+            Conn::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(stream) => stream.flush(),
+            Conn::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// A TLS client configuration trusting the certificate authorities in
+/// `ca_pem` (PEM) only: how a client pins a private CA or a self-signed
+/// server certificate.
+pub fn tls_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| ClientError::Tls(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 pub struct Client {
-    stream: TcpStream,
+    stream: Conn,
     codec: FrameCodec,
     /// Bytes read from the socket and not yet decoded.
     read_buf: BytesMut,
@@ -73,10 +140,37 @@ impl Client {
         Ok(Client::from_stream(TcpStream::connect(addr)?))
     }
 
+    /// Connects over TLS, checking the server's certificate against
+    /// `config`'s roots and `server_name`. The handshake completes here.
+    pub fn connect_tls(
+        addr: impl ToSocketAddrs,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(addr)?;
+        let _ = stream.set_nodelay(true);
+        stream.set_read_timeout(Some(DEFAULT_TIMEOUT))?;
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let conn = rustls::ClientConnection::new(config, name)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let mut tls = rustls::StreamOwned::new(conn, stream);
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+        }
+        Ok(Client::over(Conn::Tls(Box::new(tls))))
+    }
+
     /// Wraps an already connected stream (e.g. one bound to a chosen source address).
     pub fn from_stream(stream: TcpStream) -> Client {
         // Small request/response frames: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
+        Client::over(Conn::Plain(stream))
+    }
+
+    fn over(stream: Conn) -> Client {
         Client {
             stream,
             codec: FrameCodec::default(),
@@ -98,7 +192,7 @@ impl Client {
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
+        self.stream.tcp().local_addr()
     }
 
     /// Logs in and returns the server's answer.
@@ -234,7 +328,7 @@ impl Client {
             }
             // A zero read timeout means "block forever" to the OS; never pass it.
             let wait = (deadline - now).max(Duration::from_millis(1));
-            self.stream.set_read_timeout(Some(wait))?;
+            self.stream.tcp().set_read_timeout(Some(wait))?;
             let mut chunk = [0u8; 16 * 1024];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(ClientError::Closed),

@@ -42,6 +42,21 @@ pub struct GatewayConfig {
     pub accept_batch: usize,
     /// On SIGTERM, how long to flush queued frames before closing regardless.
     pub shutdown_grace_secs: u64,
+    /// `[gateway.tls]`: the native protocol inside TLS, on a port of its own.
+    pub tls: TlsConfig,
+}
+
+/// `[gateway.tls]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Where TLS clients connect. Empty: no TLS listener.
+    pub listen: String,
+    /// PEM certificate chain and private key. Both empty with a TLS
+    /// listener: a self-signed pair is made in the data dir (for trying it
+    /// out; its path and fingerprint are logged).
+    pub cert: String,
+    pub key: String,
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +74,7 @@ impl Default for GatewayConfig {
             inbound_burst: 2000,
             accept_batch: 256,
             shutdown_grace_secs: 5,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -66,7 +82,24 @@ impl Default for GatewayConfig {
 impl GatewayConfig {
     /// Checks the section; the error names the field.
     pub fn validate(&self) -> Result<(), Invalid> {
-        self.listen_addr()?;
+        if !self.listen.is_empty() {
+            self.listen_addr()?;
+        }
+        if !self.tls.listen.is_empty() {
+            socket_addr("gateway.tls.listen", &self.tls.listen)?;
+        }
+        if self.listen.is_empty() && self.tls.listen.is_empty() {
+            return Err(Invalid::new(
+                "gateway.listen",
+                "is empty and so is gateway.tls.listen: clients need somewhere to connect",
+            ));
+        }
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            return Err(Invalid::new(
+                "gateway.tls.key",
+                "give both gateway.tls.cert and gateway.tls.key, or neither",
+            ));
+        }
         positive(&[
             ("gateway.max_connections", self.max_connections as u64),
             ("gateway.login_timeout_secs", self.login_timeout_secs),

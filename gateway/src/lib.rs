@@ -31,6 +31,7 @@ pub mod link;
 pub mod listener;
 pub mod metrics;
 pub mod session;
+pub mod tls;
 pub mod transport;
 pub mod worker;
 
@@ -48,6 +49,8 @@ pub use metrics::Metrics;
 
 use crate::link::{Inbox, Mailbox, Wake};
 use crate::listener::{Handoff, Listener};
+use crate::tls::TlsAcceptor;
+use crate::transport::Kind;
 use crate::worker::{Worker, WorkerParts};
 
 /// Why a gateway did not start.
@@ -57,12 +60,16 @@ pub enum StartError {
     Config(#[from] runtime::config::Invalid),
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
+    #[error("gateway.tls: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running gateway: its threads, its address, its way down to the workers.
 pub struct GatewayHandle {
     id: u32,
-    local_addr: SocketAddr,
+    /// Where each listener listens: (kind, address).
+    addrs: Vec<(Kind, SocketAddr)>,
+    tls: Option<Arc<TlsAcceptor>>,
     shutdown: Arc<AtomicBool>,
     listener_wake: Arc<Wake>,
     worker_wakes: Vec<Arc<Wake>>,
@@ -71,26 +78,49 @@ pub struct GatewayHandle {
     open_connections: Arc<AtomicUsize>,
 }
 
-/// Binds `config.listen` and starts the listener and worker threads. Upcalls
-/// go to `uplink`; the logic tier answers through [`GatewayHandle::downlink`].
-/// The gateway picks its id ([`GatewayHandle::id`]) here: every session it
-/// reports to the logic tier carries it.
+/// Binds `config.listen` (and `config.tls.listen`) and starts the listener
+/// and worker threads. Upcalls go to `uplink`; the logic tier answers
+/// through [`GatewayHandle::downlink`]. The gateway picks its id
+/// ([`GatewayHandle::id`]) here: every session it reports to the logic tier
+/// carries it. A TLS listener needs `config.tls.cert` and `key` set (the
+/// composition root makes a self-signed pair when they are not).
 pub fn start(
     config: &GatewayConfig,
     uplink: Arc<dyn Uplink>,
     metrics: &Metrics,
 ) -> Result<GatewayHandle, StartError> {
     config.validate()?;
-    let addr = config.listen_addr()?;
     let io_error = |what: &'static str| {
         move |source: io::Error| StartError::Io {
-            what: format!("{what} (gateway.listen {addr})"),
+            what: what.to_owned(),
             source,
         }
     };
-    let listener =
-        Listener::bind(addr, config.listen_backlog).map_err(io_error("cannot listen"))?;
-    let local_addr = listener.local_addr().map_err(io_error("cannot listen"))?;
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for (kind, field, addr) in [
+        (Kind::Plain, "gateway.listen", &config.listen),
+        (Kind::Tls, "gateway.tls.listen", &config.tls.listen),
+    ] {
+        if addr.is_empty() {
+            continue;
+        }
+        let addr = runtime::config::socket_addr(field, addr)?;
+        let cannot = |source| StartError::Io {
+            what: format!("cannot listen on {addr} ({field})"),
+            source,
+        };
+        let listener = Listener::bind(addr, config.listen_backlog).map_err(cannot)?;
+        addrs.push((kind, listener.local_addr().map_err(cannot)?));
+        listeners.push((listener, kind));
+    }
+    let tls = match config.tls.listen.as_str() {
+        "" => None,
+        _ => Some(Arc::new(TlsAcceptor::load(
+            std::path::Path::new(&config.tls.cert),
+            std::path::Path::new(&config.tls.key),
+        )?)),
+    };
     let id = gateway_id().map_err(io_error("cannot pick a gateway id"))?;
     let io_error = io_error("cannot start the event loops");
     let shared = Arc::new(config.clone());
@@ -121,6 +151,7 @@ pub fn start(
             id: worker as u16,
             poll,
             accepted: conn_rx,
+            tls: tls.clone(),
             inbox: Inbox {
                 downcalls: down_rx,
                 wake,
@@ -140,7 +171,7 @@ pub fn start(
     let worker_wakes = handoffs.iter().map(|h| h.wake.clone()).collect();
     let listener = Listener {
         poll,
-        listener,
+        listeners,
         workers: handoffs,
         accept_batch: config.accept_batch,
         max_connections: config.max_connections,
@@ -154,13 +185,14 @@ pub fn start(
         threads.push(spawn(format!("im-worker-{n}"), move || worker.run()).map_err(io_error)?);
     }
     threads.push(spawn("im-listener".into(), move || listener.run()).map_err(io_error)?);
-    log::info!(
-        "gateway {id:08x} listening on {local_addr} with {} workers",
-        config.worker_count()
-    );
+    for (kind, addr) in &addrs {
+        log::info!("gateway {id:08x}: {kind:?} clients on {addr}");
+    }
+    log::info!("gateway {id:08x} running {} workers", config.worker_count());
     Ok(GatewayHandle {
         id,
-        local_addr,
+        addrs,
+        tls,
         shutdown,
         listener_wake,
         worker_wakes,
@@ -175,7 +207,7 @@ pub fn start(
 /// nothing addressed to its previous run reaches its new sessions).
 fn gateway_id() -> io::Result<u32> {
     let mut bytes = [0u8; 4];
-    getrandom::fill(&mut bytes).map_err(io::Error::other)?;
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
     Ok(u32::from_le_bytes(bytes))
 }
 
@@ -189,8 +221,26 @@ impl GatewayHandle {
         self.id
     }
 
+    /// Where plain clients connect (or, with no plain listener, TLS ones).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.addrs[0].1
+    }
+
+    /// Where TLS clients connect, if there is a TLS listener.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.addrs
+            .iter()
+            .find(|(kind, _)| *kind == Kind::Tls)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// Reads the TLS certificate and key again (SIGHUP): new connections
+    /// use them, established ones keep what they have.
+    pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
     }
 
     /// The logic tier's way to reach this gateway's sessions.

@@ -24,19 +24,22 @@ use protocol::{ErrorCode, FrameCodec};
 
 use crate::link::Wake;
 use crate::metrics::{Block, Counter};
+use crate::transport::Kind;
 
-pub const LISTENER_TOKEN: Token = Token(0);
-pub const WAKER_TOKEN: Token = Token(1);
+/// The waker's token; listening sockets take their index.
+pub const WAKER_TOKEN: Token = Token(usize::MAX);
 
-/// How one worker receives new connections.
+/// How one worker receives new connections, each with the kind of
+/// listener it came in on.
 pub struct Handoff {
-    pub connections: Sender<TcpStream>,
+    pub connections: Sender<(TcpStream, Kind)>,
     pub wake: Arc<Wake>,
 }
 
 pub struct Listener {
     pub poll: Poll,
-    pub listener: TcpListener,
+    /// The listening sockets (plain, TLS), each with what it serves.
+    pub listeners: Vec<(TcpListener, Kind)>,
     pub workers: Vec<Handoff>,
     pub accept_batch: usize,
     pub max_connections: usize,
@@ -59,13 +62,15 @@ impl Listener {
     }
 
     pub fn run(mut self) {
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut self.listener, LISTENER_TOKEN, Interest::READABLE)
-        {
-            log::error!("listener: cannot register: {e}");
-            return;
+        for (token, (listener, _)) in self.listeners.iter_mut().enumerate() {
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(listener, Token(token), Interest::READABLE)
+            {
+                log::error!("listener: cannot register: {e}");
+                return;
+            }
         }
         let mut events = Events::with_capacity(8);
         let mut next_worker = 0;
@@ -83,17 +88,21 @@ impl Listener {
                 log::info!("listener: stopped accepting");
                 return;
             }
-            retry = self.accept_all(&mut next_worker);
+            retry = None;
+            for listener in 0..self.listeners.len() {
+                retry = retry.or(self.accept_all(listener, &mut next_worker));
+            }
         }
     }
 
     /// Accepts until the backlog is empty, handing out a batch at a time.
-    fn accept_all(&mut self, next_worker: &mut usize) -> Option<Duration> {
+    fn accept_all(&mut self, listener: usize, next_worker: &mut usize) -> Option<Duration> {
         let mut woken = vec![false; self.workers.len()];
+        let kind = self.listeners[listener].1;
         loop {
             for _ in 0..self.accept_batch {
-                match self.listener.accept() {
-                    Ok((stream, _)) => self.hand_out(stream, next_worker, &mut woken),
+                match self.listeners[listener].0.accept() {
+                    Ok((stream, _)) => self.hand_out(stream, kind, next_worker, &mut woken),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.wake(&mut woken);
                         return None;
@@ -111,10 +120,16 @@ impl Listener {
         }
     }
 
-    fn hand_out(&mut self, stream: TcpStream, next_worker: &mut usize, woken: &mut [bool]) {
+    fn hand_out(
+        &mut self,
+        stream: TcpStream,
+        kind: Kind,
+        next_worker: &mut usize,
+        woken: &mut [bool],
+    ) {
         if self.open_connections.load(Ordering::Acquire) >= self.max_connections {
             self.metrics.add(Counter::Refused, 1);
-            refuse(stream);
+            refuse(stream, kind);
             return;
         }
         // Frames are small and we batch writes ourselves: no Nagle delay.
@@ -122,7 +137,11 @@ impl Listener {
         self.open_connections.fetch_add(1, Ordering::AcqRel);
         let worker = *next_worker % self.workers.len();
         *next_worker = next_worker.wrapping_add(1);
-        if self.workers[worker].connections.send(stream).is_err() {
+        if self.workers[worker]
+            .connections
+            .send((stream, kind))
+            .is_err()
+        {
             // The worker has stopped (shutting down): the connection just closes.
             self.open_connections.fetch_sub(1, Ordering::AcqRel);
             return;
@@ -141,8 +160,13 @@ impl Listener {
 }
 
 /// Tells a connection over the limit why it is closed: one UNAVAILABLE
-/// frame into the fresh socket's empty send buffer, then close.
-fn refuse(mut stream: TcpStream) {
+/// frame into the fresh socket's empty send buffer, then close. (A TLS
+/// client cannot read a plaintext frame: it just sees the close.)
+fn refuse(mut stream: TcpStream, kind: Kind) {
+    if kind != Kind::Plain {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return;
+    }
     let frame = error_frame(
         0,
         ErrorCode::Unavailable,

@@ -42,6 +42,14 @@ metric_table! { pub CloseReason, CLOSE_REASONS,
     RateLimited => "rate_limited", "";
     ClosedByLogic => "closed_by_logic", "";
     Shutdown => "shutdown", "";
+    TlsError => "tls_error", "";
+}
+
+metric_table! { pub TlsFailure, TLS_FAILURES,
+    NotTls => "not_tls", "";
+    AlertReceived => "alert_received", "";
+    Protocol => "protocol", "";
+    Other => "other", "";
 }
 
 impl CloseReason {
@@ -56,6 +64,7 @@ pub struct Block {
     counters: Vec<AtomicU64>,
     gauges: Vec<AtomicI64>,
     closes: Vec<AtomicU64>,
+    tls_failures: Vec<AtomicU64>,
 }
 
 impl Default for Block {
@@ -64,6 +73,7 @@ impl Default for Block {
             counters: COUNTERS.iter().map(|_| AtomicU64::new(0)).collect(),
             gauges: GAUGES.iter().map(|_| AtomicI64::new(0)).collect(),
             closes: CLOSE_REASONS.iter().map(|_| AtomicU64::new(0)).collect(),
+            tls_failures: TLS_FAILURES.iter().map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -79,6 +89,10 @@ impl Block {
 
     pub fn closed(&self, reason: CloseReason) {
         self.closes[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn tls_failed(&self, failure: TlsFailure) {
+        self.tls_failures[failure as usize].fetch_add(1, Relaxed);
     }
 }
 
@@ -129,23 +143,20 @@ impl Metrics {
         write_table(&mut out, GAUGES, Kind::Gauge, |i| {
             self.sum(|b| b.gauges[i].load(Relaxed))
         });
-        let closes: Vec<(Option<&str>, i64)> = CLOSE_REASONS
-            .iter()
-            .enumerate()
-            .map(|(i, (reason, _))| {
-                (
-                    Some(*reason),
-                    self.sum(|b| b.closes[i].load(Relaxed)) as i64,
-                )
-            })
-            .collect();
-        write_family(
+        self.write_labelled(
             &mut out,
-            "im_gateway_closes_total",
-            "Connections closed, by reason.",
-            Kind::Counter,
-            "reason",
-            &closes,
+            ("im_gateway_closes_total", "Connections closed, by reason."),
+            CLOSE_REASONS,
+            |b, i| b.closes[i].load(Relaxed),
+        );
+        self.write_labelled(
+            &mut out,
+            (
+                "im_gateway_tls_failures_total",
+                "TLS connections ended by a TLS error (a failed handshake, mostly), by reason.",
+            ),
+            TLS_FAILURES,
+            |b, i| b.tls_failures[i].load(Relaxed),
         );
         let depths: Vec<(Option<&str>, i64)> = queues
             .iter()
@@ -160,6 +171,27 @@ impl Metrics {
             &depths,
         );
         out
+    }
+
+    /// One counter family with a `reason` label per entry of `table`.
+    fn write_labelled(
+        &self,
+        out: &mut String,
+        (name, help): (&str, &str),
+        table: &[(&str, &str)],
+        value: impl Fn(&Block, usize) -> u64,
+    ) {
+        let samples: Vec<(Option<&str>, i64)> = table
+            .iter()
+            .enumerate()
+            .map(|(i, (label, _))| (Some(*label), self.sum(|b| value(b, i)) as i64))
+            .collect();
+        write_family(out, name, help, Kind::Counter, "reason", &samples);
+    }
+
+    /// The TLS failures of one reason, summed over the workers.
+    pub fn tls_failures(&self, failure: TlsFailure) -> u64 {
+        self.sum(|b| b.tls_failures[failure as usize].load(Relaxed))
     }
 
     fn sum<T: std::iter::Sum<T>>(&self, f: impl Fn(&Block) -> T) -> T {

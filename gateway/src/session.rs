@@ -126,7 +126,10 @@ impl Session {
                 Ok(n) => {
                     self.read_buf.extend_from_slice(&scratch[..n]);
                     total += n;
-                    if n < scratch.len() && until == ReadUntil::ShortRead {
+                    if n < scratch.len()
+                        && until == ReadUntil::ShortRead
+                        && self.transport.short_read_drains()
+                    {
                         return (total, Fill::Drained);
                     }
                 }
@@ -178,6 +181,8 @@ impl Session {
     /// Writes queued frames until the queue is empty or the socket is full.
     /// Returns the bytes written; the queue tells whether it drained.
     pub fn flush(&mut self) -> io::Result<usize> {
+        // What the transport holds of its own (TLS records) goes first.
+        self.transport.flush()?;
         let mut written = 0;
         while !self.out.is_empty() {
             // Gather many small frames into one writev.

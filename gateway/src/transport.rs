@@ -1,10 +1,10 @@
 //! What a session reads its frames from and writes them to: the byte
 //! stream under the protocol.
 //!
-//! Today that is plain TCP. TLS and WebSocket go here as further variants,
-//! and they are why this is more than a socket: a TLS stream may need to
-//! write while the session only reads (handshake records, a close_notify),
-//! and a WebSocket may need to answer a ping nobody asked the session about.
+//! Plain TCP, or TLS (`tls.rs`); WebSocket goes here too. They are why this
+//! is more than a socket: a TLS stream may need to write while the session
+//! only reads (handshake records, a close_notify), and a WebSocket may need
+//! to answer a ping nobody asked the session about.
 //! So the session never asks the socket directly what to wait for; the
 //! event loop derives interest from what the session has queued *and* what
 //! the transport still wants to write ([`Transport::interest`]).
@@ -19,10 +19,21 @@ use std::time::Duration;
 use mio::Interest;
 use mio::net::TcpStream;
 
+use crate::tls::TlsStream;
+
+/// Which listener a connection came in on: what its transport is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Plain,
+    Tls,
+}
+
 /// One connection's byte stream.
 pub enum Transport {
     /// Frames straight on the TCP stream.
     Plain(TcpStream),
+    /// Frames inside TLS records.
+    Tls(Box<TlsStream>),
 }
 
 impl Transport {
@@ -30,6 +41,7 @@ impl Transport {
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Plain(stream) => stream.read(buf),
+            Transport::Tls(tls) => tls.read(buf),
         }
     }
 
@@ -37,6 +49,7 @@ impl Transport {
     pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Plain(stream) => stream.write_vectored(bufs),
+            Transport::Tls(tls) => tls.write_vectored(bufs),
         }
     }
 
@@ -45,7 +58,24 @@ impl Transport {
     pub fn wants_write(&self) -> bool {
         match self {
             Transport::Plain(_) => false,
+            Transport::Tls(tls) => tls.wants_write(),
         }
+    }
+
+    /// Writes what the transport holds of its own, as far as the socket
+    /// takes it (a full socket is not an error).
+    pub fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(_) => Ok(()),
+            Transport::Tls(tls) => tls.flush(),
+        }
+    }
+
+    /// Whether a read shorter than asked means the socket is empty. Not for
+    /// TLS: rustls hands out one record's plaintext at a time, with more in
+    /// the socket.
+    pub fn short_read_drains(&self) -> bool {
+        matches!(self, Transport::Plain(_))
     }
 
     /// The readiness to watch for: always readable; writable while either
@@ -65,6 +95,7 @@ impl Transport {
             Transport::Plain(stream) => {
                 let _ = stream.shutdown(Shutdown::Write);
             }
+            Transport::Tls(tls) => tls.shutdown_write(),
         }
     }
 
@@ -80,12 +111,14 @@ impl Transport {
     pub fn socket(&mut self) -> &mut TcpStream {
         match self {
             Transport::Plain(stream) => stream,
+            Transport::Tls(tls) => tls.socket(),
         }
     }
 
     fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Plain(stream) => stream,
+            Transport::Tls(tls) => tls.tcp(),
         }
     }
 }

@@ -34,7 +34,8 @@ use crate::config::GatewayConfig;
 use crate::link::{Inbox, Uplink, UplinkError};
 use crate::metrics::{Block, CloseReason, Counter, Gauge};
 use crate::session::{Fill, ReadUntil, Session, State};
-use crate::transport::Transport;
+use crate::tls::TlsAcceptor;
+use crate::transport::{Kind, Transport};
 
 /// The waker's token; sessions use their slab key, which never gets this high.
 pub const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -73,7 +74,9 @@ pub struct WorkerParts {
     pub gateway: u32,
     pub id: u16,
     pub poll: Poll,
-    pub accepted: Receiver<TcpStream>,
+    pub accepted: Receiver<(TcpStream, Kind)>,
+    /// TLS for connections from the TLS listener, if there is one.
+    pub tls: Option<Arc<TlsAcceptor>>,
     pub inbox: Inbox,
     pub uplink: Arc<dyn Uplink>,
     pub metrics: Arc<Block>,
@@ -90,7 +93,8 @@ pub struct Worker {
     timers: TimerWheel<Timer>,
     codec: FrameCodec,
     config: Arc<GatewayConfig>,
-    accepted: Receiver<TcpStream>,
+    accepted: Receiver<(TcpStream, Kind)>,
+    tls: Option<Arc<TlsAcceptor>>,
     inbox: Inbox,
     uplink: Arc<dyn Uplink>,
     metrics: Arc<Block>,
@@ -126,6 +130,7 @@ impl Worker {
             timers: TimerWheel::new(TICK_MS, WHEEL_SLOTS, 0),
             codec: FrameCodec::new(config.max_frame),
             accepted: parts.accepted,
+            tls: parts.tls,
             inbox: parts.inbox,
             uplink: parts.uplink,
             metrics: parts.metrics,
@@ -257,14 +262,28 @@ impl Worker {
     // ---- connections ------------------------------------------------------
 
     fn take_connections(&mut self, now: u64) {
-        while let Ok(stream) = self.accepted.try_recv() {
+        while let Ok((stream, kind)) = self.accepted.try_recv() {
             if self.draining_since.is_some() {
                 self.open_connections.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
             let entry = self.sessions.vacant_entry();
             let slot = entry.key();
-            let mut transport = Transport::Plain(stream);
+            let mut transport = match (kind, &self.tls) {
+                (Kind::Plain, _) => Transport::Plain(stream),
+                (Kind::Tls, Some(tls)) => match tls.accept(stream) {
+                    Ok(tls) => Transport::Tls(Box::new(tls)),
+                    Err(e) => {
+                        log::warn!("worker {}: cannot start TLS: {e}", self.id);
+                        self.open_connections.fetch_sub(1, Ordering::AcqRel);
+                        continue;
+                    }
+                },
+                (Kind::Tls, None) => {
+                    self.open_connections.fetch_sub(1, Ordering::AcqRel);
+                    continue;
+                }
+            };
             if let Err(e) =
                 self.poll
                     .registry()
@@ -329,6 +348,10 @@ impl Worker {
         }
         let (read, fill) = session.fill(&mut self.scratch, READ_BUDGET, until);
         self.metrics.add(Counter::BytesIn, read as u64);
+        if session.transport.wants_write() {
+            // TLS has records to send (its handshake): flush watches for room.
+            self.mark_dirty(slot);
+        }
         if !self.handle_buffered(slot, now) {
             return;
         }
@@ -338,7 +361,14 @@ impl Worker {
             Fill::Eof => self.close(slot, CloseReason::PeerClosed, None),
             Fill::Failed(e) => {
                 log::debug!("worker {}: read error: {e}", self.id);
-                self.close(slot, CloseReason::IoError, None);
+                let reason = match crate::tls::failure(&e) {
+                    Some(failure) => {
+                        self.metrics.tls_failed(failure);
+                        CloseReason::TlsError
+                    }
+                    None => CloseReason::IoError,
+                };
+                self.close(slot, reason, None);
             }
         }
     }

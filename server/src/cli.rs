@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::Config;
@@ -57,8 +57,13 @@ impl ConfigFlags {
     }
 }
 
-/// Starts a node, runs it until SIGTERM or SIGINT, then stops it.
-pub fn serve<N, E>(start: impl FnOnce() -> Result<N, E>, stop: impl FnOnce(N)) -> anyhow::Result<()>
+/// Starts a node, runs it until SIGTERM or SIGINT, then stops it. SIGHUP
+/// calls `reload` (the TLS certificate, for the roles that have one).
+pub fn serve<N, E>(
+    start: impl FnOnce() -> Result<N, E>,
+    reload: impl Fn(&N),
+    stop: impl FnOnce(N),
+) -> anyhow::Result<()>
 where
     E: std::error::Error + Send + Sync + 'static,
 {
@@ -66,10 +71,17 @@ where
         Some(limit) => log::info!("open-file limit: {limit}"),
         None => log::warn!("cannot read the open-file limit"),
     }
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
     let node = start()?;
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            log::info!("SIGHUP: reloading");
+            reload(&node);
+            continue;
+        }
         log::info!("signal {signal}: shutting down");
+        break;
     }
     stop(node);
     Ok(())

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod link;
 pub mod node;
+pub mod tls;
 
 pub use config::{Config, ConfigError};
 pub use node::{GatewayNode, LogicNode, Node, NodeError};

@@ -73,6 +73,28 @@ fn start_admin(config: &Config, render: admin::Render) -> Result<Option<AdminHan
     }
 }
 
+/// The gateway's section, with a self-signed certificate made in the data
+/// dir (and logged) when a TLS listener has none: for trying TLS out.
+fn gateway_config(config: &Config) -> Result<gateway::GatewayConfig, NodeError> {
+    let mut gateway = config.gateway.clone();
+    if !gateway.tls.listen.is_empty() && gateway.tls.cert.is_empty() {
+        let dir = Path::new(&config.storage.data_dir).join("tls");
+        let (cert, key) = crate::tls::self_signed(&dir)
+            .map_err(io("cannot make a self-signed TLS certificate"))?;
+        gateway.tls.cert = cert.display().to_string();
+        gateway.tls.key = key.display().to_string();
+    }
+    Ok(gateway)
+}
+
+/// Reads the TLS certificate again, saying how that went.
+fn reload_tls(gateway: &GatewayHandle) {
+    match gateway.reload_tls() {
+        Ok(()) => log::info!("TLS certificate reloaded"),
+        Err(e) => log::error!("TLS certificate not reloaded (the old one stays): {e}"),
+    }
+}
+
 /// A gateway's part of the metrics page.
 fn gateway_page(metrics: &Metrics, uplink: &dyn Uplink, mailboxes: &Mailboxes) -> String {
     let mut queues = vec![("uplink".to_owned(), uplink.depth())];
@@ -103,7 +125,7 @@ impl Node {
         let metrics = Arc::new(Metrics::default());
         let (up_tx, bell, inbox) = logic::Inbox::bounded(config.logic.queue_capacity);
         let uplink: Arc<dyn Uplink> = Arc::new(LocalUplink::new(up_tx, bell));
-        let gateway = gateway::start(&config.gateway, uplink.clone(), &metrics)?;
+        let gateway = gateway::start(&gateway_config(config)?, uplink.clone(), &metrics)?;
         let mailboxes = gateway.downlink();
         let gateways = Arc::new(GatewayAddrs::default());
         gateways.set(
@@ -142,6 +164,16 @@ impl Node {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(AdminHandle::local_addr)
+    }
+
+    /// Where TLS clients connect, if configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.gateway.tls_addr()
+    }
+
+    /// SIGHUP: the TLS certificate and key read again.
+    pub fn reload_tls(&self) {
+        reload_tls(&self.gateway)
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -187,7 +219,7 @@ impl GatewayNode {
             gateway_end::LinkedUplink::new(config.link.queue_capacity);
         let linked = Arc::new(linked);
         let uplink: Arc<dyn Uplink> = linked.clone();
-        let gateway = gateway::start(&config.gateway, uplink.clone(), &metrics)?;
+        let gateway = gateway::start(&gateway_config(config)?, uplink.clone(), &metrics)?;
         let mailboxes = gateway.downlink();
         let settings = gateway_end::Settings {
             logic,
@@ -220,6 +252,11 @@ impl GatewayNode {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(AdminHandle::local_addr)
+    }
+
+    /// SIGHUP: the TLS certificate and key read again.
+    pub fn reload_tls(&self) {
+        reload_tls(&self.gateway)
     }
 
     /// Whether the link to the logic tier is up now.

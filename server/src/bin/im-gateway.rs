@@ -43,5 +43,9 @@ fn main() -> anyhow::Result<()> {
     if cli.flags.done(&config)? {
         return Ok(());
     }
-    cli::serve(|| GatewayNode::start(&config), GatewayNode::shutdown)
+    cli::serve(
+        || GatewayNode::start(&config),
+        GatewayNode::reload_tls,
+        GatewayNode::shutdown,
+    )
 }

@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             if flags.done(&config)? {
                 return Ok(());
             }
-            cli::serve(|| LogicNode::start(&config), LogicNode::shutdown)
+            cli::serve(|| LogicNode::start(&config), |_| {}, LogicNode::shutdown)
         }
         Command::Migrate { common } => {
             let config = load(common, |_| {})?;

@@ -67,5 +67,5 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    cli::serve(|| Node::start(&config), Node::shutdown)
+    cli::serve(|| Node::start(&config), Node::reload_tls, Node::shutdown)
 }

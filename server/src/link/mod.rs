@@ -211,6 +211,6 @@ pub fn downcall_batch(next: impl FnMut() -> Option<Downcall>) -> Option<Kind> {
 /// Random bytes for a nonce or an id.
 pub fn random<const N: usize>() -> io::Result<[u8; N]> {
     let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(io::Error::other)?;
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
     Ok(bytes)
 }

@@ -74,6 +74,19 @@ impl Running {
         }
     }
 
+    fn tls_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Running::One(node) => node.tls_addr(),
+            Running::Split { .. } => None,
+        }
+    }
+
+    fn reload_tls(&self) {
+        if let Running::One(node) = self {
+            node.reload_tls();
+        }
+    }
+
     fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
             Running::One(node) => node.admin_addr(),
@@ -181,6 +194,20 @@ impl TestNode {
     /// Where clients connect (the first gateway, when split).
     pub fn addr(&self) -> std::net::SocketAddr {
         self.node.as_ref().expect("running").addrs()[0]
+    }
+
+    /// Where TLS clients connect (`gateway.tls.listen` set).
+    pub fn tls_addr(&self) -> std::net::SocketAddr {
+        self.node
+            .as_ref()
+            .expect("running")
+            .tls_addr()
+            .expect("a TLS listener")
+    }
+
+    /// SIGHUP's work: the TLS certificate read again.
+    pub fn reload_tls(&self) {
+        self.node.as_ref().expect("running").reload_tls();
     }
 
     /// A client of the next gateway in turn.
