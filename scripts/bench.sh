@@ -3,8 +3,10 @@
 # idle memory, durable throughput, latency at a fixed rate, reconnect storm.
 # Prints a markdown table of results (and writes it to --out FILE).
 #
-#   scripts/bench.sh [--quick] [--out FILE] [--mysql] [--redis] [--bin DIR]
+#   scripts/bench.sh [--quick] [--out FILE] [--mysql] [--redis] [--tls] [--bin DIR]
 #
+# --tls: every client over TLS (a TLS listener with the self-signed
+# certificate the server makes; the load tester trusts it).
 # --bin DIR: run the im-server and im-loadtest in DIR instead of building
 # them (to compare a previous build back to back with this one).
 # --quick: smaller numbers, for a try-out. --mysql: storage.backend = "mysql"
@@ -15,7 +17,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 args="$*"
-quick=0 out= backend_toml= redis=0 bin=
+quick=0 out= backend_toml= redis=0 bin= tls=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
@@ -24,7 +26,8 @@ while [ $# -gt 0 ]; do
     --mysql) backend_toml=mysql ;;
     --redis) redis=1 ;;
     --bin) bin=$2; shift ;;
-    *) echo "usage: $0 [--quick] [--out FILE] [--mysql] [--redis] [--bin DIR]" >&2; exit 2 ;;
+    --tls) tls=1 ;;
+    *) echo "usage: $0 [--quick] [--out FILE] [--mysql] [--redis] [--tls] [--bin DIR]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -47,9 +50,20 @@ trap cleanup EXIT
 # Below 32768: the ephemeral range (32768-60999) is where the load tester's own
 # connections take their ports, and a server cannot listen on one in use.
 port=$((20000 + RANDOM % 12000))
-lt() { "$bin/im-loadtest" --addr "127.0.0.1:$port" "$@" --json | tail -1; }
+# The benchmark now running (its data dir holds the self-signed certificate).
+current=
+lt() {
+  if [ $tls = 1 ]; then
+    "$bin/im-loadtest" --addr "127.0.0.1:$((port + 1))" --tls "$dir/$current/tls/self-signed.crt" "$@" --json | tail -1
+  else
+    "$bin/im-loadtest" --addr "127.0.0.1:$port" "$@" --json | tail -1
+  fi
+}
 # storage_toml NAME: the [storage] section for one benchmark's server.
 storage_toml() {
+  if [ $tls = 1 ]; then
+    printf '[gateway.tls]\nlisten = "127.0.0.1:%s"\n' $((port + 1))
+  fi
   if [ "$backend_toml" = mysql ]; then
     mysql -uroot -e "DROP DATABASE IF EXISTS im_bench_$1" 2>/dev/null || true
     printf '[storage]\nbackend = "mysql"\nmysql_urls = ["mysql://root@127.0.0.1:3306/im_bench_%s"]\n' "$1"
@@ -62,22 +76,22 @@ rows=()
 row() { rows+=("| $1 | $2 | \`$3\` |"); }
 
 # Each benchmark on a fresh server and data dir, so none inherits another's data.
-start_server "$bin/im-server" "$port" "$dir/idle" "$(storage_toml idle)"
+current=idle; start_server "$bin/im-server" "$port" "$dir/idle" "$(storage_toml idle)"
 r=$(lt idle --connections $idle --duration 3 --server-pid "$SERVER_PID")
 row "idle memory" "$(json_field "$r" connections) sessions, $(json_field "$r" server_rss_bytes_per_conn) B server RSS each" "im-loadtest idle --connections $idle --server-pid PID"
 stop_server
 
-start_server "$bin/im-server" "$port" "$dir/tput" "$(storage_toml tput)"
+current=tput; start_server "$bin/im-server" "$port" "$dir/tput" "$(storage_toml tput)"
 r=$(lt pairs --pairs 10 --window 64 --duration $secs)
 row "durable throughput" "$(json_field "$r" delivered_per_sec) delivered/s, lost $(json_field "$r" lost), ack p99 $(json_field "$r" ack_p99_ms) ms" "im-loadtest pairs --pairs 10 --window 64 --duration $secs"
 stop_server
 
-start_server "$bin/im-server" "$port" "$dir/lat" "$(storage_toml lat)"
+current=lat; start_server "$bin/im-server" "$port" "$dir/lat" "$(storage_toml lat)"
 r=$(lt pairs --pairs 50 --rate 20000 --duration $secs)
 row "latency at 20,000 msg/s" "deliver p50 $(json_field "$r" deliver_p50_ms) / p99 $(json_field "$r" deliver_p99_ms) / p99.9 $(json_field "$r" deliver_p999_ms) ms (sends late: p99 $(json_field "$r" late_p99_ms) ms)" "im-loadtest pairs --pairs 50 --rate 20000 --duration $secs"
 stop_server
 
-start_server "$bin/im-server" "$port" "$dir/storm" "$(storage_toml storm)"
+current=storm; start_server "$bin/im-server" "$port" "$dir/storm" "$(storage_toml storm)"
 r=$(lt storm --clients $storm --messages 2)
 row "reconnect storm" "$(json_field "$r" clients) clients back in sync in $(json_field "$r" resync_secs) s, failed $(json_field "$r" failed)" "im-loadtest storm --clients $storm --messages 2"
 stop_server

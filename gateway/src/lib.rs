@@ -20,8 +20,8 @@
 //!
 //! Files, in the order a frame passes through them: [`listener`] accepts,
 //! [`worker`] runs the event loop, [`session`] holds one connection's
-//! buffers and state over its [`transport`], [`link`] crosses to the logic
-//! tier and back, [`metrics`] counts, [`config`] configures.
+//! buffers and state over its [`transport`] (plain TCP, or [`tls`]),
+//! [`link`] crosses to the logic tier and back, [`metrics`] counts, [`config`] configures.
 //! `docs/lifetime-of-a-message.md` follows one frame through them by
 //! function. The crate knows the logic tier only as the other end of the
 //! link: the `server` crate wires the two together.

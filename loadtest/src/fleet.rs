@@ -57,7 +57,7 @@ impl Fleet {
             Token(key),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        entry.insert(Conn::new(stream)).wants_write = true;
+        entry.insert(Conn::new(stream)?).wants_write = true;
         Ok(key)
     }
 
@@ -115,6 +115,10 @@ impl Fleet {
             }
             let mut frames = std::mem::take(&mut self.frames);
             let open = self.conns[key].read(&mut frames, closed).unwrap_or(false);
+            if open && self.conns[key].has_output() {
+                // TLS has records to send back (its handshake).
+                self.dirty.push(key);
+            }
             for frame in frames.drain(..) {
                 handle(self, key, Event::Frame(frame));
             }

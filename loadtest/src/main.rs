@@ -48,6 +48,13 @@ struct Common {
     /// Loopback source addresses to spread connections over, comma-separated.
     #[arg(long, global = true, value_delimiter = ',')]
     source: Vec<IpAddr>,
+    /// Connect over TLS, trusting the certificate authorities in this PEM
+    /// file (for a self-signed server: its certificate).
+    #[arg(long, global = true)]
+    tls: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry (with --tls).
+    #[arg(long, global = true, default_value = "localhost")]
+    tls_name: String,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +185,9 @@ fn run() -> anyhow::Result<i32> {
                 .context("no address")
         })
         .collect::<anyhow::Result<Vec<SocketAddr>>>()?;
+    if let Some(ca) = &cli.common.tls {
+        loadtest::conn::use_tls(ca, &cli.common.tls_name)?;
+    }
     let secret = secret(&cli.common)?;
     let uid_base = cli.common.uid_base.or(file.uid_base).unwrap_or(0);
     let sources = cli.common.source.clone();
