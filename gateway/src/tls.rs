@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use mio::net::TcpStream;
 use parking_lot::RwLock;
+use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
@@ -280,8 +280,7 @@ impl TlsStream {
         if !self.outgoing.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let UnbufferedStatus { discard, state } =
-            self.conn.process_tls_records(&mut self.incoming);
+        let UnbufferedStatus { discard, state } = self.conn.process_tls_records(&mut self.incoming);
         let mut written = 0;
         if let ConnectionState::WriteTraffic(mut traffic) = state.map_err(invalid)? {
             // Many small frames make one record, not a record each.

@@ -204,3 +204,44 @@ fn a_tls_listener_without_a_certificate_makes_a_self_signed_one() {
         .login(5, &valid_token(5), "phone", pb::Platform::Pc)
         .expect("login");
 }
+
+/// The same reload on the real binary, by signal: `kill -HUP`.
+#[test]
+fn sighup_reloads_the_certificate_of_the_running_binary() {
+    let dir = std::env::temp_dir().join(format!("im-tls-sighup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let first = TestCa::new();
+    first.issue(&dir);
+    let (port, tls_port) = (free_port(), free_port());
+    let config = dir.join("im.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\n\
+             [gateway.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{0}/server.crt\"\nkey = \"{0}/server.key\"\n\
+             [admin]\nlisten = \"\"\n[auth]\nsecret = \"{SECRET}\"\n[storage]\ndata_dir = \"{0}\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_im-server"));
+    command.arg("--config").arg(&config);
+    let server = spawn_logged(command, "", &dir.join("server.log"));
+    wait_for_port(tls_port, "the TLS port");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let mut old = Client::connect_tls(addr, "localhost", first.client_config()).unwrap();
+    old.set_timeout(WAIT);
+    old.login(1, &valid_token(1), "phone", pb::Platform::Pc)
+        .unwrap();
+
+    let second = TestCa::new();
+    second.issue(&dir);
+    // SAFETY: kill sends a signal to the child we started; no memory is touched.
+    assert_eq!(unsafe { libc::kill(server.0.id() as i32, libc::SIGHUP) }, 0);
+    eventually("the new certificate served", || {
+        Client::connect_tls(addr, "localhost", second.client_config()).ok()
+    });
+    ping_ok(&mut old);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
