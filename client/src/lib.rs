@@ -332,6 +332,12 @@ impl Client {
             let mut chunk = [0u8; 16 * 1024];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(ClientError::Closed),
+                // A TLS peer that closed without close_notify has closed all
+                // the same: frames carry their own lengths, so nothing can
+                // be cut short unnoticed.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(ClientError::Closed);
+                }
                 Ok(n) => self.read_buf.extend_from_slice(&chunk[..n]),
                 Err(e)
                     if matches!(

@@ -31,6 +31,9 @@ pub enum Store {
     /// The embedded store behind one logic node with two gateways, over
     /// the TCP link; clients spread over the gateways.
     Split,
+    /// The embedded store, every other client over TLS (the server's
+    /// self-signed certificate, pinned).
+    Tls,
 }
 
 /// What a test node runs: one process's worth of tiers, joined in process
@@ -153,7 +156,7 @@ impl TestNode {
         let (mut config, dir) = test_config();
         let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
         let databases: Vec<String> = match store {
-            Store::Sqlite | Store::Split => Vec::new(),
+            Store::Sqlite | Store::Split | Store::Tls => Vec::new(),
             Store::MySql | Store::MySqlRedis => vec![name],
             Store::MySqlSharded => vec![format!("{name}_s0"), format!("{name}_s1")],
         };
@@ -167,6 +170,9 @@ impl TestNode {
         if store == Store::MySqlRedis {
             config.redis.url = redis_url();
             config.redis.key_prefix = format!("{}:", dir.file_name().unwrap().to_string_lossy());
+        }
+        if store == Store::Tls {
+            config.gateway.tls.listen = "127.0.0.1:0".into();
         }
         let split = store == Store::Split;
         if split {
@@ -210,11 +216,21 @@ impl TestNode {
         self.node.as_ref().expect("running").reload_tls();
     }
 
-    /// A client of the next gateway in turn.
+    /// A client of the next gateway in turn (with a TLS listener, every
+    /// other client over TLS).
     pub fn connect(&self) -> Client {
-        let addrs = self.node.as_ref().expect("running").addrs();
+        let node = self.node.as_ref().expect("running");
+        let addrs = node.addrs();
         let n = self.next.fetch_add(1, Ordering::Relaxed) as usize;
-        let mut client = Client::connect(addrs[n % addrs.len()]).expect("connect");
+        let mut client = match node.tls_addr() {
+            Some(tls) if n % 2 == 1 => {
+                let pem =
+                    std::fs::read(self.dir.join("tls/self-signed.crt")).expect("the certificate");
+                let config = client::tls_config(&pem).expect("a TLS client config");
+                Client::connect_tls(tls, "localhost", config).expect("connect over TLS")
+            }
+            _ => Client::connect(addrs[n % addrs.len()]).expect("connect"),
+        };
         client.set_timeout(WAIT);
         client
     }

@@ -6,7 +6,7 @@
 //! `redis-server`, or `IM_TEST_REDIS_URL`; each test on a key prefix of its
 //! own), and MySQL sharded over two databases; and once with the tiers split,
 //! one logic node and two gateways over the TCP link, clients spread over
-//! the gateways.
+//! the gateways; and once with every other client over TLS.
 
 mod harness;
 
@@ -41,3 +41,4 @@ suite!(mysql, Store::MySql);
 suite!(mysql_redis, Store::MySqlRedis);
 suite!(mysql_sharded, Store::MySqlSharded);
 suite!(split, Store::Split);
+suite!(tls, Store::Tls);
