@@ -44,6 +44,34 @@ pub struct GatewayConfig {
     pub shutdown_grace_secs: u64,
     /// `[gateway.tls]`: the native protocol inside TLS, on a port of its own.
     pub tls: TlsConfig,
+    /// `[gateway.websocket]`: the protocol over WebSocket, for browsers.
+    pub websocket: WebSocketConfig,
+}
+
+/// `[gateway.websocket]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Where WebSocket clients connect. Empty: no WebSocket listener.
+    pub listen: String,
+    /// The request path of the upgrade.
+    pub path: String,
+    /// wss: WebSocket inside TLS, with `[gateway.tls]`'s certificate.
+    pub tls: bool,
+    /// Origins a browser page may connect from (`https://chat.example.com`);
+    /// empty: any. Clients that send no Origin (not browsers) are let in.
+    pub origins: Vec<String>,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            listen: String::new(),
+            path: "/im".into(),
+            tls: false,
+            origins: Vec::new(),
+        }
+    }
 }
 
 /// `[gateway.tls]`.
@@ -75,6 +103,7 @@ impl Default for GatewayConfig {
             accept_batch: 256,
             shutdown_grace_secs: 5,
             tls: TlsConfig::default(),
+            websocket: WebSocketConfig::default(),
         }
     }
 }
@@ -88,10 +117,17 @@ impl GatewayConfig {
         if !self.tls.listen.is_empty() {
             socket_addr("gateway.tls.listen", &self.tls.listen)?;
         }
-        if self.listen.is_empty() && self.tls.listen.is_empty() {
+        if !self.websocket.listen.is_empty() {
+            socket_addr("gateway.websocket.listen", &self.websocket.listen)?;
+            if !self.websocket.path.starts_with('/') {
+                return Err(Invalid::new("gateway.websocket.path", "must start with /"));
+            }
+        }
+        if self.listen.is_empty() && self.tls.listen.is_empty() && self.websocket.listen.is_empty()
+        {
             return Err(Invalid::new(
                 "gateway.listen",
-                "is empty and so is gateway.tls.listen: clients need somewhere to connect",
+                "is empty and so are gateway.tls.listen and gateway.websocket.listen: clients need somewhere to connect",
             ));
         }
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
@@ -130,6 +166,12 @@ impl GatewayConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Whether a listener runs TLS (the TLS port, or wss), and so needs the
+    /// certificate.
+    pub fn needs_tls(&self) -> bool {
+        !self.tls.listen.is_empty() || (!self.websocket.listen.is_empty() && self.websocket.tls)
     }
 
     /// The client address to listen on.

@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod session;
 pub mod tls;
 pub mod transport;
+pub mod websocket;
 pub mod worker;
 
 use std::io;
@@ -98,9 +99,13 @@ pub fn start(
     };
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
+    let ws = Kind::Ws {
+        tls: config.websocket.tls,
+    };
     for (kind, field, addr) in [
         (Kind::Plain, "gateway.listen", &config.listen),
         (Kind::Tls, "gateway.tls.listen", &config.tls.listen),
+        (ws, "gateway.websocket.listen", &config.websocket.listen),
     ] {
         if addr.is_empty() {
             continue;
@@ -114,13 +119,21 @@ pub fn start(
         addrs.push((kind, listener.local_addr().map_err(cannot)?));
         listeners.push((listener, kind));
     }
-    let tls = match config.tls.listen.as_str() {
-        "" => None,
-        _ => Some(Arc::new(TlsAcceptor::load(
+    let tls = if config.needs_tls() {
+        Some(Arc::new(TlsAcceptor::load(
             std::path::Path::new(&config.tls.cert),
             std::path::Path::new(&config.tls.key),
-        )?)),
+        )?))
+    } else {
+        None
     };
+    let ws_policy = (!config.websocket.listen.is_empty()).then(|| {
+        Arc::new(websocket::WsPolicy {
+            path: config.websocket.path.clone(),
+            origins: config.websocket.origins.clone(),
+            max_frame: config.max_frame,
+        })
+    });
     let id = gateway_id().map_err(io_error("cannot pick a gateway id"))?;
     let io_error = io_error("cannot start the event loops");
     let shared = Arc::new(config.clone());
@@ -152,6 +165,7 @@ pub fn start(
             poll,
             accepted: conn_rx,
             tls: tls.clone(),
+            ws: ws_policy.clone(),
             inbox: Inbox {
                 downcalls: down_rx,
                 wake,
@@ -228,9 +242,18 @@ impl GatewayHandle {
 
     /// Where TLS clients connect, if there is a TLS listener.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.addr_of(|kind| kind == Kind::Tls)
+    }
+
+    /// Where WebSocket clients connect, if there is a WebSocket listener.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.addr_of(|kind| matches!(kind, Kind::Ws { .. }))
+    }
+
+    fn addr_of(&self, kind: impl Fn(Kind) -> bool) -> Option<SocketAddr> {
         self.addrs
             .iter()
-            .find(|(kind, _)| *kind == Kind::Tls)
+            .find(|(k, _)| kind(*k))
             .map(|(_, addr)| *addr)
     }
 

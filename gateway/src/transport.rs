@@ -20,12 +20,17 @@ use mio::Interest;
 use mio::net::TcpStream;
 
 use crate::tls::TlsStream;
+use crate::websocket::WsStream;
 
 /// Which listener a connection came in on: what its transport is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Plain,
     Tls,
+    /// WebSocket, over TCP (`ws`) or TLS (`wss`).
+    Ws {
+        tls: bool,
+    },
 }
 
 /// One connection's byte stream.
@@ -34,6 +39,8 @@ pub enum Transport {
     Plain(TcpStream),
     /// Frames inside TLS records.
     Tls(Box<TlsStream>),
+    /// Frames as WebSocket messages (over TCP or TLS).
+    Ws(Box<WsStream>),
 }
 
 impl Transport {
@@ -42,6 +49,7 @@ impl Transport {
         match self {
             Transport::Plain(stream) => stream.read(buf),
             Transport::Tls(tls) => tls.read(buf),
+            Transport::Ws(ws) => ws.read(buf),
         }
     }
 
@@ -50,6 +58,7 @@ impl Transport {
         match self {
             Transport::Plain(stream) => stream.write_vectored(bufs),
             Transport::Tls(tls) => tls.write_vectored(bufs),
+            Transport::Ws(ws) => ws.write_vectored(bufs),
         }
     }
 
@@ -59,6 +68,7 @@ impl Transport {
         match self {
             Transport::Plain(_) => false,
             Transport::Tls(tls) => tls.wants_write(),
+            Transport::Ws(ws) => ws.wants_write(),
         }
     }
 
@@ -68,6 +78,7 @@ impl Transport {
         match self {
             Transport::Plain(_) => Ok(()),
             Transport::Tls(tls) => tls.flush(),
+            Transport::Ws(ws) => ws.flush(),
         }
     }
 
@@ -96,6 +107,7 @@ impl Transport {
                 let _ = stream.shutdown(Shutdown::Write);
             }
             Transport::Tls(tls) => tls.shutdown_write(),
+            Transport::Ws(ws) => ws.shutdown_write(),
         }
     }
 
@@ -112,6 +124,7 @@ impl Transport {
         match self {
             Transport::Plain(stream) => stream,
             Transport::Tls(tls) => tls.socket(),
+            Transport::Ws(ws) => ws.inner().socket(),
         }
     }
 
@@ -119,6 +132,7 @@ impl Transport {
         match self {
             Transport::Plain(stream) => stream,
             Transport::Tls(tls) => tls.tcp(),
+            Transport::Ws(ws) => ws.inner_ref().tcp(),
         }
     }
 }

@@ -36,6 +36,7 @@ use crate::metrics::{Block, CloseReason, Counter, Gauge};
 use crate::session::{Fill, ReadUntil, Session, State};
 use crate::tls::TlsAcceptor;
 use crate::transport::{Kind, Transport};
+use crate::websocket::{Inner, WsPolicy, WsStream};
 
 /// The waker's token; sessions use their slab key, which never gets this high.
 pub const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -75,8 +76,10 @@ pub struct WorkerParts {
     pub id: u16,
     pub poll: Poll,
     pub accepted: Receiver<(TcpStream, Kind)>,
-    /// TLS for connections from the TLS listener, if there is one.
+    /// TLS for connections from the TLS (and wss) listener, if there is one.
     pub tls: Option<Arc<TlsAcceptor>>,
+    /// What the WebSocket listener accepts, if there is one.
+    pub ws: Option<Arc<WsPolicy>>,
     pub inbox: Inbox,
     pub uplink: Arc<dyn Uplink>,
     pub metrics: Arc<Block>,
@@ -95,6 +98,7 @@ pub struct Worker {
     config: Arc<GatewayConfig>,
     accepted: Receiver<(TcpStream, Kind)>,
     tls: Option<Arc<TlsAcceptor>>,
+    ws: Option<Arc<WsPolicy>>,
     inbox: Inbox,
     uplink: Arc<dyn Uplink>,
     metrics: Arc<Block>,
@@ -131,6 +135,7 @@ impl Worker {
             codec: FrameCodec::new(config.max_frame),
             accepted: parts.accepted,
             tls: parts.tls,
+            ws: parts.ws,
             inbox: parts.inbox,
             uplink: parts.uplink,
             metrics: parts.metrics,
@@ -267,23 +272,19 @@ impl Worker {
                 self.open_connections.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
-            let entry = self.sessions.vacant_entry();
-            let slot = entry.key();
-            let mut transport = match (kind, &self.tls) {
-                (Kind::Plain, _) => Transport::Plain(stream),
-                (Kind::Tls, Some(tls)) => match tls.accept(stream) {
-                    Ok(tls) => Transport::Tls(Box::new(tls)),
-                    Err(e) => {
-                        log::warn!("worker {}: cannot start TLS: {e}", self.id);
-                        self.open_connections.fetch_sub(1, Ordering::AcqRel);
-                        continue;
-                    }
-                },
-                (Kind::Tls, None) => {
+            let mut transport = match self.open_transport(stream, kind) {
+                Ok(transport) => transport,
+                Err(e) => {
+                    log::warn!(
+                        "worker {}: cannot start a {kind:?} connection: {e}",
+                        self.id
+                    );
                     self.open_connections.fetch_sub(1, Ordering::AcqRel);
                     continue;
                 }
             };
+            let entry = self.sessions.vacant_entry();
+            let slot = entry.key();
             if let Err(e) =
                 self.poll
                     .registry()
@@ -315,6 +316,30 @@ impl Worker {
             // readiness would not tell us again, so look now.
             self.schedule_read(slot);
         }
+    }
+
+    /// The transport a connection from this kind of listener runs on.
+    fn open_transport(&self, stream: TcpStream, kind: Kind) -> io::Result<Transport> {
+        let tls = |stream| match &self.tls {
+            Some(tls) => tls.accept(stream).map(Box::new),
+            None => Err(io::Error::other("no TLS configured")),
+        };
+        Ok(match kind {
+            Kind::Plain => Transport::Plain(stream),
+            Kind::Tls => Transport::Tls(tls(stream)?),
+            Kind::Ws { tls: secure } => {
+                let policy = self
+                    .ws
+                    .clone()
+                    .ok_or_else(|| io::Error::other("no WebSocket configured"))?;
+                let inner = if secure {
+                    Inner::Tls(tls(stream)?)
+                } else {
+                    Inner::Plain(stream)
+                };
+                Transport::Ws(Box::new(WsStream::new(inner, policy)))
+            }
+        })
     }
 
     fn on_event(&mut self, event: &Event, now: u64) {

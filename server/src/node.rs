@@ -77,7 +77,7 @@ fn start_admin(config: &Config, render: admin::Render) -> Result<Option<AdminHan
 /// dir (and logged) when a TLS listener has none: for trying TLS out.
 fn gateway_config(config: &Config) -> Result<gateway::GatewayConfig, NodeError> {
     let mut gateway = config.gateway.clone();
-    if !gateway.tls.listen.is_empty() && gateway.tls.cert.is_empty() {
+    if gateway.needs_tls() && gateway.tls.cert.is_empty() {
         let dir = Path::new(&config.storage.data_dir).join("tls");
         let (cert, key) = crate::tls::self_signed(&dir)
             .map_err(io("cannot make a self-signed TLS certificate"))?;
@@ -169,6 +169,11 @@ impl Node {
     /// Where TLS clients connect, if configured.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.gateway.tls_addr()
+    }
+
+    /// Where WebSocket clients connect, if configured.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.gateway.ws_addr()
     }
 
     /// SIGHUP: the TLS certificate and key read again.

@@ -84,6 +84,13 @@ impl Running {
         }
     }
 
+    fn ws_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Running::One(node) => node.ws_addr(),
+            Running::Split { .. } => None,
+        }
+    }
+
     fn reload_tls(&self) {
         if let Running::One(node) = self {
             node.reload_tls();
@@ -209,6 +216,15 @@ impl TestNode {
             .expect("running")
             .tls_addr()
             .expect("a TLS listener")
+    }
+
+    /// Where WebSocket clients connect (`gateway.websocket.listen` set).
+    pub fn ws_addr(&self) -> std::net::SocketAddr {
+        self.node
+            .as_ref()
+            .expect("running")
+            .ws_addr()
+            .expect("a WebSocket listener")
     }
 
     /// SIGHUP's work: the TLS certificate read again.

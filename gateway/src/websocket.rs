@@ -1,0 +1,533 @@
+//! WebSocket (RFC 6455) for browsers, on the same event loops, over plain
+//! TCP or TLS (wss).
+//!
+//! Each binary WebSocket message carries exactly one protobuf `Frame`,
+//! without the 4-byte length prefix. This transport turns messages into
+//! the length-prefixed byte stream the session decodes, and the session's
+//! encoded frames back into messages, so every contract rule, limit and
+//! metric works as it does over TCP. What is not a binary message the
+//! session can take becomes a stream the frame codec refuses with the same
+//! code as on TCP: a text message reads as an empty frame (BAD_FRAME), a
+//! message over `max_frame` as an oversized one (FRAME_TOO_LARGE).
+//!
+//! The opening handshake is HTTP/1.1 `GET` with `Upgrade: websocket` on the
+//! configured path; `Origin`, when the browser sends it, must be in the
+//! allow-list (empty: any), so that another site's page cannot use a
+//! visitor's browser to connect. A refused handshake gets its HTTP status
+//! (400, 403, 404) and the connection closes.
+//!
+//! The framing is written here rather than taken from a crate because of
+//! memory: a session holds no buffer while idle (the WebSocket crates keep
+//! a read buffer per connection for its life), and the subset a client of
+//! ours needs is small: binary messages (fragmented or not), ping, pong and
+//! close. Pings are answered in the loop.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
+
+use base64::Engine;
+use mio::net::TcpStream;
+use sha1::{Digest, Sha1};
+
+use crate::tls::TlsStream;
+
+/// The GUID RFC 6455 appends to the client's key.
+const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// Longest opening handshake request accepted.
+const MAX_HANDSHAKE: usize = 8 * 1024;
+/// Most bytes read from the socket at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What a WebSocket listener accepts.
+#[derive(Debug)]
+pub struct WsPolicy {
+    /// The request path, e.g. `/im`.
+    pub path: String,
+    /// Allowed `Origin` values; empty: any.
+    pub origins: Vec<String>,
+    /// Largest message, the frame codec's `max_frame`.
+    pub max_frame: usize,
+}
+
+/// The byte stream under the WebSocket framing.
+pub enum Inner {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Inner {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Inner::Plain(stream) => stream.read(buf),
+            Inner::Tls(tls) => tls.read(buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Inner::Plain(stream) => stream.write(buf),
+            Inner::Tls(tls) => tls.write_vectored(&[IoSlice::new(buf)]),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Inner::Plain(_) => Ok(()),
+            Inner::Tls(tls) => tls.flush(),
+        }
+    }
+
+    fn wants_write(&self) -> bool {
+        match self {
+            Inner::Plain(_) => false,
+            Inner::Tls(tls) => tls.wants_write(),
+        }
+    }
+
+    pub fn socket(&mut self) -> &mut TcpStream {
+        match self {
+            Inner::Plain(stream) => stream,
+            Inner::Tls(tls) => tls.socket(),
+        }
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Inner::Plain(stream) => stream,
+            Inner::Tls(tls) => tls.tcp(),
+        }
+    }
+
+    pub fn shutdown_write(&mut self) {
+        match self {
+            Inner::Plain(stream) => {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
+            Inner::Tls(tls) => tls.shutdown_write(),
+        }
+    }
+}
+
+/// One WebSocket connection.
+pub struct WsStream {
+    inner: Inner,
+    policy: Arc<WsPolicy>,
+    /// Still reading the opening handshake.
+    handshaking: bool,
+    /// Bytes read and not yet made into messages (a partial WebSocket frame,
+    /// or the partial handshake request). Empty, unallocated, when idle.
+    incoming: Vec<u8>,
+    /// A fragmented message being put together.
+    message: Vec<u8>,
+    /// Length-prefixed frames for the session.
+    plaintext: Vec<u8>,
+    /// Bytes for the peer not yet written (WebSocket frames, the handshake
+    /// response, pongs).
+    outgoing: Vec<u8>,
+    /// The peer is gone (close frame, or EOF), or the handshake was refused:
+    /// reads end once `plaintext` is taken.
+    ended: bool,
+}
+
+impl WsStream {
+    pub fn new(inner: Inner, policy: Arc<WsPolicy>) -> WsStream {
+        WsStream {
+            inner,
+            policy,
+            handshaking: true,
+            incoming: Vec::new(),
+            message: Vec::new(),
+            plaintext: Vec::new(),
+            outgoing: Vec::new(),
+            ended: false,
+        }
+    }
+
+    pub fn inner(&mut self) -> &mut Inner {
+        &mut self.inner
+    }
+
+    pub fn inner_ref(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// Length-prefixed frames, as the session reads a TCP stream.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if !self.plaintext.is_empty() {
+                let n = buf.len().min(self.plaintext.len());
+                buf[..n].copy_from_slice(&self.plaintext[..n]);
+                self.plaintext.drain(..n);
+                if self.plaintext.is_empty() {
+                    self.plaintext = Vec::new();
+                }
+                return Ok(n);
+            }
+            if self.ended {
+                return Ok(0);
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            match self.inner.read(&mut chunk) {
+                Ok(0) => self.ended = true,
+                Ok(n) => {
+                    self.incoming.extend_from_slice(&chunk[..n]);
+                    if self.handshaking {
+                        self.handshake()?;
+                    }
+                    if !self.handshaking {
+                        self.take_frames()?;
+                    }
+                    if self.incoming.is_empty() {
+                        self.incoming = Vec::new();
+                    }
+                    self.flush()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Answers the opening handshake once its request is whole.
+    fn handshake(&mut self) -> io::Result<()> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        let length = match request.parse(&self.incoming) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) if self.incoming.len() <= MAX_HANDSHAKE => return Ok(()),
+            _ => return self.refuse("400 Bad Request", "not a WebSocket handshake"),
+        };
+        let header = |name: &str| {
+            request
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+        };
+        let has_token = |name: &str, token: &str| {
+            header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        };
+        let path = request.path.unwrap_or("");
+        let path = path.split('?').next().unwrap_or(path);
+        let (status, reason) = if request.method != Some("GET") {
+            ("400 Bad Request", "not a GET")
+        } else if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+            ("400 Bad Request", "no WebSocket upgrade")
+        } else if header("sec-websocket-version") != Some("13") {
+            ("400 Bad Request", "WebSocket version 13 only")
+        } else if path != self.policy.path {
+            ("404 Not Found", "no WebSocket here")
+        } else if !self.origin_allowed(header("origin")) {
+            ("403 Forbidden", "origin not allowed")
+        } else {
+            ("", "")
+        };
+        if !status.is_empty() {
+            return self.refuse(status, reason);
+        }
+        let Some(key) = header("sec-websocket-key") else {
+            return self.refuse("400 Bad Request", "no Sec-WebSocket-Key");
+        };
+        let accept = base64::engine::general_purpose::STANDARD
+            .encode(Sha1::digest(format!("{}{ACCEPT_GUID}", key.trim())));
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        self.outgoing.extend_from_slice(response.as_bytes());
+        self.incoming.drain(..length);
+        self.handshaking = false;
+        Ok(())
+    }
+
+    fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            // Not a browser (browsers always send Origin): nothing to protect.
+            None => true,
+            Some(origin) => {
+                self.policy.origins.is_empty() || self.policy.origins.iter().any(|o| o == origin)
+            }
+        }
+    }
+
+    /// An HTTP error for a refused handshake; the connection then ends.
+    fn refuse(&mut self, status: &str, reason: &str) -> io::Result<()> {
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reason}\n",
+            reason.len() + 1
+        );
+        self.outgoing.extend_from_slice(response.as_bytes());
+        self.incoming = Vec::new();
+        self.ended = true;
+        let _ = self.flush();
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("WebSocket handshake refused: {reason}"),
+        ))
+    }
+
+    /// Makes every whole WebSocket frame received into session bytes.
+    fn take_frames(&mut self) -> io::Result<()> {
+        while let Some(frame) = parse_frame(&self.incoming)? {
+            let Frame {
+                fin,
+                opcode,
+                header_len,
+                payload_len,
+                mask,
+            } = frame;
+            if payload_len > self.policy.max_frame as u64 + 16 {
+                // Announce it to the codec, which refuses it as on TCP.
+                self.too_large(payload_len);
+                return Ok(());
+            }
+            let end = header_len + payload_len as usize;
+            if self.incoming.len() < end {
+                return Ok(());
+            }
+            let mut payload = self.incoming[header_len..end].to_vec();
+            if let Some(mask) = mask {
+                for (i, byte) in payload.iter_mut().enumerate() {
+                    *byte ^= mask[i % 4];
+                }
+            }
+            self.incoming.drain(..end);
+            match opcode {
+                OP_BINARY | OP_CONTINUATION => {
+                    self.message.extend_from_slice(&payload);
+                    if self.message.len() > self.policy.max_frame {
+                        self.too_large(self.message.len() as u64);
+                        return Ok(());
+                    }
+                    if fin {
+                        let message = std::mem::take(&mut self.message);
+                        if message.is_empty() {
+                            // An empty message is not a frame: the codec says so.
+                            self.plaintext.extend_from_slice(&0u32.to_be_bytes());
+                        } else {
+                            self.plaintext
+                                .extend_from_slice(&(message.len() as u32).to_be_bytes());
+                            self.plaintext.extend_from_slice(&message);
+                        }
+                    }
+                }
+                OP_TEXT => {
+                    // Not what the protocol carries: read as an empty frame.
+                    self.plaintext.extend_from_slice(&0u32.to_be_bytes());
+                    self.ended = true;
+                    return Ok(());
+                }
+                OP_PING => push_frame(&mut self.outgoing, OP_PONG, &payload),
+                OP_PONG => {}
+                OP_CLOSE => {
+                    push_frame(
+                        &mut self.outgoing,
+                        OP_CLOSE,
+                        &payload[..payload.len().min(2)],
+                    );
+                    self.ended = true;
+                    return Ok(());
+                }
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "unknown WebSocket opcode",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A message over the limit: the session sees a frame announcing its
+    /// size, and refuses it with FRAME_TOO_LARGE.
+    fn too_large(&mut self, len: u64) {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        self.plaintext.extend_from_slice(&len.to_be_bytes());
+        self.incoming = Vec::new();
+        self.message = Vec::new();
+        self.ended = true;
+    }
+
+    /// Sends each encoded frame (length prefix and body) as one binary
+    /// message; takes whole frames only.
+    pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.flush()?;
+        if self.handshaking || !self.outgoing.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut taken = 0;
+        for buf in bufs.iter().filter(|b| !b.is_empty()) {
+            let body = buf.get(protocol::LENGTH_PREFIX_LEN..).unwrap_or(&[]);
+            push_frame(&mut self.outgoing, OP_BINARY, body);
+            taken += buf.len();
+        }
+        self.flush()?;
+        Ok(taken)
+    }
+
+    /// Writes pending bytes until the socket is full (not an error).
+    pub fn flush(&mut self) -> io::Result<()> {
+        while !self.outgoing.is_empty() {
+            match self.inner.write(&self.outgoing) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.outgoing.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.outgoing = Vec::new();
+        self.inner.flush()
+    }
+
+    pub fn wants_write(&self) -> bool {
+        !self.outgoing.is_empty() || self.inner.wants_write()
+    }
+
+    /// A close frame, then the end of the stream.
+    pub fn shutdown_write(&mut self) {
+        if !self.handshaking {
+            push_frame(&mut self.outgoing, OP_CLOSE, &1000u16.to_be_bytes());
+        }
+        let _ = self.flush();
+        self.inner.shutdown_write();
+    }
+}
+
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// A WebSocket frame's header.
+struct Frame {
+    fin: bool,
+    opcode: u8,
+    header_len: usize,
+    payload_len: u64,
+    mask: Option<[u8; 4]>,
+}
+
+/// The header at the front of `buf`, once it is all there.
+fn parse_frame(buf: &[u8]) -> io::Result<Option<Frame>> {
+    let [first, second, ..] = *buf else {
+        return Ok(None);
+    };
+    if first & 0x70 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "WebSocket extension bits set",
+        ));
+    }
+    let (len, mut at) = match second & 0x7f {
+        126 => match buf.get(2..4) {
+            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(b) => (u64::from_be_bytes(b.try_into().unwrap_or([0xff; 8])), 10),
+            None => return Ok(None),
+        },
+        short => (u64::from(short), 2),
+    };
+    let mask = if second & 0x80 != 0 {
+        let Some(key) = buf.get(at..at + 4) else {
+            return Ok(None);
+        };
+        at += 4;
+        Some([key[0], key[1], key[2], key[3]])
+    } else {
+        None
+    };
+    Ok(Some(Frame {
+        fin: first & 0x80 != 0,
+        opcode: first & 0x0f,
+        header_len: at,
+        payload_len: len,
+        mask,
+    }))
+}
+
+/// Appends one unmasked frame (the server's side) carrying `payload`.
+pub fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    out.push(0x80 | opcode);
+    match payload.len() {
+        n @ 0..=125 => out.push(n as u8),
+        n @ 126..=0xffff => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    #[test]
+    fn headers_parse_once_whole() {
+        let frame = masked(OP_BINARY, true, &[9; 300]);
+        for cut in 0..8 {
+            assert!(
+                parse_frame(&frame[..cut]).unwrap().is_none(),
+                "cut at {cut}"
+            );
+        }
+        let header = parse_frame(&frame).unwrap().unwrap();
+        assert_eq!(
+            (
+                header.fin,
+                header.opcode,
+                header.header_len,
+                header.payload_len
+            ),
+            (true, OP_BINARY, 8, 300)
+        );
+        assert_eq!(header.mask, Some([1, 2, 3, 4]));
+    }
+
+    #[test]
+    fn server_frames_carry_their_length() {
+        let mut out = Vec::new();
+        push_frame(&mut out, OP_BINARY, &[7; 5]);
+        push_frame(&mut out, OP_BINARY, &[7; 200]);
+        push_frame(&mut out, OP_BINARY, &vec![7; 70_000]);
+        assert_eq!(&out[..2], &[0x82, 5]);
+        assert_eq!(&out[7..11], &[0x82, 126, 0, 200]);
+        let big = 7 + 204;
+        assert_eq!(out[big + 1], 127);
+        assert_eq!(out.len(), 7 + 204 + 10 + 70_000);
+    }
+
+    #[test]
+    fn the_accept_key_is_rfc_6455_s() {
+        // The example of RFC 6455, section 1.3.
+        let accept = base64::engine::general_purpose::STANDARD.encode(Sha1::digest(format!(
+            "dGhlIHNhbXBsZSBub25jZQ=={ACCEPT_GUID}"
+        )));
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+}
