@@ -3,10 +3,11 @@
 # idle memory, durable throughput, latency at a fixed rate, reconnect storm.
 # Prints a markdown table of results (and writes it to --out FILE).
 #
-#   scripts/bench.sh [--quick] [--out FILE] [--mysql] [--redis] [--tls] [--bin DIR]
+#   scripts/bench.sh [--quick] [--out FILE] [--mysql] [--redis] [--tls] [--ws] [--bin DIR]
 #
 # --tls: every client over TLS (a TLS listener with the self-signed
-# certificate the server makes; the load tester trusts it).
+# certificate the server makes; the load tester trusts it). --ws: every
+# client over WebSocket (with --tls: wss).
 # --bin DIR: run the im-server and im-loadtest in DIR instead of building
 # them (to compare a previous build back to back with this one).
 # --quick: smaller numbers, for a try-out. --mysql: storage.backend = "mysql"
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 args="$*"
-quick=0 out= backend_toml= redis=0 bin= tls=0
+quick=0 out= backend_toml= redis=0 bin= tls=0 ws=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
@@ -27,7 +28,8 @@ while [ $# -gt 0 ]; do
     --redis) redis=1 ;;
     --bin) bin=$2; shift ;;
     --tls) tls=1 ;;
-    *) echo "usage: $0 [--quick] [--out FILE] [--mysql] [--redis] [--tls] [--bin DIR]" >&2; exit 2 ;;
+    --ws) ws=1 ;;
+    *) echo "usage: $0 [--quick] [--out FILE] [--mysql] [--redis] [--tls] [--ws] [--bin DIR]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -53,16 +55,22 @@ port=$((20000 + RANDOM % 12000))
 # The benchmark now running (its data dir holds the self-signed certificate).
 current=
 lt() {
-  if [ $tls = 1 ]; then
-    "$bin/im-loadtest" --addr "127.0.0.1:$((port + 1))" --tls "$dir/$current/tls/self-signed.crt" "$@" --json | tail -1
-  else
-    "$bin/im-loadtest" --addr "127.0.0.1:$port" "$@" --json | tail -1
+  local how=(--addr "127.0.0.1:$port")
+  if [ $ws = 1 ]; then
+    how=(--addr "127.0.0.1:$((port + 2))" --ws /im)
+  elif [ $tls = 1 ]; then
+    how=(--addr "127.0.0.1:$((port + 1))")
   fi
+  if [ $tls = 1 ]; then how+=(--tls "$dir/$current/tls/self-signed.crt"); fi
+  "$bin/im-loadtest" "${how[@]}" "$@" --json | tail -1
 }
 # storage_toml NAME: the [storage] section for one benchmark's server.
 storage_toml() {
   if [ $tls = 1 ]; then
     printf '[gateway.tls]\nlisten = "127.0.0.1:%s"\n' $((port + 1))
+  fi
+  if [ $ws = 1 ]; then
+    printf '[gateway.websocket]\nlisten = "127.0.0.1:%s"\ntls = %s\n' $((port + 2)) "$([ $tls = 1 ] && echo true || echo false)"
   fi
   if [ "$backend_toml" = mysql ]; then
     mysql -uroot -e "DROP DATABASE IF EXISTS im_bench_$1" 2>/dev/null || true

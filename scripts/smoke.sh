@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A few seconds of each load-test mode against the real binaries, over TCP
-# and over TLS, so that im-loadtest and im-server cannot rot apart. CI runs it.
+# A few seconds of each load-test mode against the real binaries, over TCP,
+# TLS and WebSocket, so that im-loadtest and im-server cannot rot apart. CI runs it.
 #   scripts/smoke.sh [target-dir-profile]   (default: debug)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +15,9 @@ trap 'stop_server; rm -rf "$dir"' EXIT
 # connections take their ports, and a server cannot listen on one in use.
 port=$((20000 + RANDOM % 12000))
 # A TLS listener beside the plain one (the server makes a self-signed pair).
-start_server "$bin/im-server" "$port" "$dir/data" "$(printf '[gateway.tls]\nlisten = "127.0.0.1:%s"\n' $((port + 1)))"
+start_server "$bin/im-server" "$port" "$dir/data" "$(printf '[gateway.tls]\nlisten = "127.0.0.1:%s"\n[gateway.websocket]\nlisten = "127.0.0.1:%s"\n' $((port + 1)) $((port + 2)))"
 tls=(--addr "127.0.0.1:$((port + 1))" --tls "$dir/data/tls/self-signed.crt")
+ws=(--addr "127.0.0.1:$((port + 2))" --ws /im)
 
 "$bin/im-loadtest" pairs --addr "127.0.0.1:$port" --pairs 5 --devices 2 --bidir --messages 2000 --json | tail -1
 "$bin/im-loadtest" pairs --addr "127.0.0.1:$port" --pairs 5 --rate 500 --duration 2 --uid-base 1000 --json | tail -1
@@ -26,4 +27,7 @@ tls=(--addr "127.0.0.1:$((port + 1))" --tls "$dir/data/tls/self-signed.crt")
 "$bin/im-loadtest" "${tls[@]}" pairs --pairs 5 --devices 2 --bidir --messages 2000 --uid-base 4000 --json | tail -1
 "$bin/im-loadtest" "${tls[@]}" idle --connections 300 --per-process 150 --duration 1 --uid-base 5000 --json | tail -1
 "$bin/im-loadtest" "${tls[@]}" storm --clients 100 --messages 2 --uid-base 6000 --json | tail -1
+# Over WebSocket.
+"$bin/im-loadtest" "${ws[@]}" pairs --pairs 5 --devices 2 --bidir --messages 2000 --uid-base 7000 --json | tail -1
+"$bin/im-loadtest" "${ws[@]}" idle --connections 300 --per-process 150 --duration 1 --uid-base 8000 --json | tail -1
 echo "smoke: every mode ran clean"

@@ -29,6 +29,11 @@ use base64::Engine;
 use mio::net::TcpStream;
 use sha1::{Digest, Sha1};
 
+use protocol::websocket::{
+    Header, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, parse_header,
+    push_frame, unmask,
+};
+
 use crate::tls::TlsStream;
 
 /// The GUID RFC 6455 appends to the client's key.
@@ -266,8 +271,10 @@ impl WsStream {
 
     /// Makes every whole WebSocket frame received into session bytes.
     fn take_frames(&mut self) -> io::Result<()> {
-        while let Some(frame) = parse_frame(&self.incoming)? {
-            let Frame {
+        while let Some(frame) = parse_header(&self.incoming)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        {
+            let Header {
                 fin,
                 opcode,
                 header_len,
@@ -285,9 +292,7 @@ impl WsStream {
             }
             let mut payload = self.incoming[header_len..end].to_vec();
             if let Some(mask) = mask {
-                for (i, byte) in payload.iter_mut().enumerate() {
-                    *byte ^= mask[i % 4];
-                }
+                unmask(&mut payload, mask);
             }
             self.incoming.drain(..end);
             match opcode {
@@ -315,14 +320,11 @@ impl WsStream {
                     self.ended = true;
                     return Ok(());
                 }
-                OP_PING => push_frame(&mut self.outgoing, OP_PONG, &payload),
+                OP_PING => push_frame(&mut self.outgoing, OP_PONG, &payload, None),
                 OP_PONG => {}
                 OP_CLOSE => {
-                    push_frame(
-                        &mut self.outgoing,
-                        OP_CLOSE,
-                        &payload[..payload.len().min(2)],
-                    );
+                    let code = &payload[..payload.len().min(2)];
+                    push_frame(&mut self.outgoing, OP_CLOSE, code, None);
                     self.ended = true;
                     return Ok(());
                 }
@@ -357,7 +359,7 @@ impl WsStream {
         let mut taken = 0;
         for buf in bufs.iter().filter(|b| !b.is_empty()) {
             let body = buf.get(protocol::LENGTH_PREFIX_LEN..).unwrap_or(&[]);
-            push_frame(&mut self.outgoing, OP_BINARY, body);
+            push_frame(&mut self.outgoing, OP_BINARY, body, None);
             taken += buf.len();
         }
         self.flush()?;
@@ -388,139 +390,16 @@ impl WsStream {
     /// A close frame, then the end of the stream.
     pub fn shutdown_write(&mut self) {
         if !self.handshaking {
-            push_frame(&mut self.outgoing, OP_CLOSE, &1000u16.to_be_bytes());
+            push_frame(&mut self.outgoing, OP_CLOSE, &1000u16.to_be_bytes(), None);
         }
         let _ = self.flush();
         self.inner.shutdown_write();
     }
 }
 
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
-
-/// A WebSocket frame's header.
-struct Frame {
-    fin: bool,
-    opcode: u8,
-    header_len: usize,
-    payload_len: u64,
-    mask: Option<[u8; 4]>,
-}
-
-/// The header at the front of `buf`, once it is all there.
-fn parse_frame(buf: &[u8]) -> io::Result<Option<Frame>> {
-    let [first, second, ..] = *buf else {
-        return Ok(None);
-    };
-    if first & 0x70 != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "WebSocket extension bits set",
-        ));
-    }
-    let (len, mut at) = match second & 0x7f {
-        126 => match buf.get(2..4) {
-            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
-            None => return Ok(None),
-        },
-        127 => match buf.get(2..10) {
-            Some(b) => (u64::from_be_bytes(b.try_into().unwrap_or([0xff; 8])), 10),
-            None => return Ok(None),
-        },
-        short => (u64::from(short), 2),
-    };
-    let mask = if second & 0x80 != 0 {
-        let Some(key) = buf.get(at..at + 4) else {
-            return Ok(None);
-        };
-        at += 4;
-        Some([key[0], key[1], key[2], key[3]])
-    } else {
-        None
-    };
-    Ok(Some(Frame {
-        fin: first & 0x80 != 0,
-        opcode: first & 0x0f,
-        header_len: at,
-        payload_len: len,
-        mask,
-    }))
-}
-
-/// Appends one unmasked frame (the server's side) carrying `payload`.
-pub fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n @ 0..=125 => out.push(n as u8),
-        n @ 126..=0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(payload);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-        let mask = [1, 2, 3, 4];
-        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            n @ 0..=125 => out.push(0x80 | n as u8),
-            n => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
-    }
-
-    #[test]
-    fn headers_parse_once_whole() {
-        let frame = masked(OP_BINARY, true, &[9; 300]);
-        for cut in 0..8 {
-            assert!(
-                parse_frame(&frame[..cut]).unwrap().is_none(),
-                "cut at {cut}"
-            );
-        }
-        let header = parse_frame(&frame).unwrap().unwrap();
-        assert_eq!(
-            (
-                header.fin,
-                header.opcode,
-                header.header_len,
-                header.payload_len
-            ),
-            (true, OP_BINARY, 8, 300)
-        );
-        assert_eq!(header.mask, Some([1, 2, 3, 4]));
-    }
-
-    #[test]
-    fn server_frames_carry_their_length() {
-        let mut out = Vec::new();
-        push_frame(&mut out, OP_BINARY, &[7; 5]);
-        push_frame(&mut out, OP_BINARY, &[7; 200]);
-        push_frame(&mut out, OP_BINARY, &vec![7; 70_000]);
-        assert_eq!(&out[..2], &[0x82, 5]);
-        assert_eq!(&out[7..11], &[0x82, 126, 0, 200]);
-        let big = 7 + 204;
-        assert_eq!(out[big + 1], 127);
-        assert_eq!(out.len(), 7 + 204 + 10 + 70_000);
-    }
 
     #[test]
     fn the_accept_key_is_rfc_6455_s() {

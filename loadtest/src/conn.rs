@@ -4,7 +4,8 @@
 //! a socket and two buffers: frames are encoded into the write buffer and
 //! flushed when the socket takes them, and read bytes are decoded into
 //! frames as they arrive. With `--tls` each connection is a rustls client
-//! over the same non-blocking socket.
+//! over the same non-blocking socket; with `--ws` it speaks WebSocket (one
+//! binary message per frame), over TCP or TLS.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +14,12 @@ use std::sync::{Arc, OnceLock};
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
 use protocol::body::event_frame;
+use protocol::websocket as ws;
 use protocol::{Body, Frame, FrameCodec};
+
+/// The masking key of the load tester's WebSocket frames (a browser's are
+/// random; the server does not care which).
+const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x9e];
 use rustls::ClientConnection;
 use rustls::pki_types::ServerName;
 
@@ -44,15 +50,84 @@ pub fn use_tls(ca: &std::path::Path, server_name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// WebSocket for every connection from now on (`--ws PATH`): the upgrade
+/// request each connection starts with.
+static WS: OnceLock<(String, Vec<u8>)> = OnceLock::new();
+
+pub fn use_websocket(path: &str) {
+    let upgrade = format!(
+        "GET {path} HTTP/1.1\r\nHost: im\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let _ = WS.set((path.to_owned(), upgrade.into_bytes()));
+}
+
 /// The flags a child process needs to connect as this one does.
-pub fn tls_args() -> &'static [String] {
-    TLS.get().map_or(&[], |tls| &tls.args)
+pub fn child_args() -> Vec<String> {
+    let mut args: Vec<String> = TLS.get().map_or(Vec::new(), |tls| tls.args.to_vec());
+    if let Some((path, _)) = WS.get() {
+        args.extend(["--ws".to_owned(), path.clone()]);
+    }
+    args
+}
+
+/// A WebSocket client's state on one connection.
+#[derive(Default)]
+struct Ws {
+    /// The server's 101 has been read.
+    upgraded: bool,
+    /// Bytes read and not yet made into frames.
+    incoming: Vec<u8>,
+    /// A fragmented message being put together.
+    message: Vec<u8>,
+}
+
+impl Ws {
+    /// Moves the server's messages out of `incoming` as length-prefixed
+    /// frames into `out`. Ok(false) when the server closed.
+    fn take(&mut self, out: &mut BytesMut) -> io::Result<bool> {
+        if !self.upgraded {
+            let Some(end) = self.incoming.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return Ok(true);
+            };
+            if !self.incoming.starts_with(b"HTTP/1.1 101") {
+                return Err(io::Error::other(format!(
+                    "WebSocket upgrade refused: {}",
+                    String::from_utf8_lossy(&self.incoming[..end])
+                )));
+            }
+            self.incoming.drain(..end + 4);
+            self.upgraded = true;
+        }
+        while let Some(header) = ws::parse_header(&self.incoming).map_err(io::Error::other)? {
+            let end = header.header_len + header.payload_len as usize;
+            if self.incoming.len() < end {
+                break;
+            }
+            let payload = &self.incoming[header.header_len..end];
+            match header.opcode {
+                ws::OP_BINARY | ws::OP_CONTINUATION => {
+                    self.message.extend_from_slice(payload);
+                    if header.fin {
+                        out.extend_from_slice(&(self.message.len() as u32).to_be_bytes());
+                        out.extend_from_slice(&self.message);
+                        self.message.clear();
+                    }
+                }
+                ws::OP_CLOSE => return Ok(false),
+                _ => {}
+            }
+            self.incoming.drain(..end);
+        }
+        Ok(true)
+    }
 }
 
 pub struct Conn {
     pub stream: TcpStream,
     /// The TLS client state, with `--tls`.
     tls: Option<Box<ClientConnection>>,
+    /// The WebSocket client state, with `--ws`.
+    ws: Option<Box<Ws>>,
     read_buf: BytesMut,
     write_buf: BytesMut,
     codec: FrameCodec,
@@ -91,11 +166,17 @@ impl Conn {
             )),
             None => None,
         };
+        let mut write_buf = BytesMut::new();
+        let ws = WS.get().map(|(_, upgrade)| {
+            write_buf.extend_from_slice(upgrade);
+            Box::<Ws>::default()
+        });
         Ok(Conn {
             stream,
             tls,
+            ws,
             read_buf: BytesMut::new(),
-            write_buf: BytesMut::new(),
+            write_buf,
             codec: FrameCodec::default(),
             last_req_id: 0,
             wants_write: false,
@@ -109,14 +190,27 @@ impl Conn {
             req_id: self.last_req_id,
             body: Some(body.into()),
         };
-        // Load-test frames are small and well-formed: encoding cannot fail.
-        let _ = self.codec.encode(&frame, &mut self.write_buf);
+        self.push(&frame);
         self.last_req_id
     }
 
     /// Encodes a frame that is not a request (PushAck).
     pub fn notify(&mut self, body: impl Into<Body>) {
-        let _ = self.codec.encode(&event_frame(body), &mut self.write_buf);
+        self.push(&event_frame(body));
+    }
+
+    /// One frame into the write buffer: length-prefixed, or as a masked
+    /// WebSocket binary message.
+    fn push(&mut self, frame: &Frame) {
+        if self.ws.is_some() {
+            let mut message = Vec::new();
+            let body = prost::Message::encode_to_vec(frame);
+            ws::push_frame(&mut message, ws::OP_BINARY, &body, Some(MASK));
+            self.write_buf.extend_from_slice(&message);
+        } else {
+            // Load-test frames are small and well-formed: encoding cannot fail.
+            let _ = self.codec.encode(frame, &mut self.write_buf);
+        }
     }
 
     pub fn has_output(&self) -> bool {
@@ -157,10 +251,14 @@ impl Conn {
     /// Reads what is available and appends whole frames to `frames`.
     /// Ok(false) when the server closed the connection.
     pub fn read(&mut self, frames: &mut Vec<Frame>, peer_closed: bool) -> io::Result<bool> {
-        let open = match self.tls.as_mut() {
+        let mut open = match self.tls.as_mut() {
             Some(tls) => read_tls(tls, &mut self.stream, &mut self.read_buf)?,
             None => self.read_plain(peer_closed)?,
         };
+        if let Some(ws) = self.ws.as_mut() {
+            ws.incoming.extend_from_slice(&self.read_buf.split());
+            open &= ws.take(&mut self.read_buf)?;
+        }
         while let Some(frame) = self
             .codec
             .decode(&mut self.read_buf)

@@ -181,7 +181,7 @@ fn spawn_children(config: &IdleConfig) -> anyhow::Result<(IdleReport, Hold)> {
             ])
             .args(["--per-process", &count.to_string()])
             .arg("--child")
-            .args(crate::conn::tls_args())
+            .args(crate::conn::child_args())
             .env(
                 "IM_AUTH_SECRET",
                 String::from_utf8_lossy(&config.secret).to_string(),

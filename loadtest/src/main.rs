@@ -55,6 +55,9 @@ struct Common {
     /// The name the server's certificate must carry (with --tls).
     #[arg(long, global = true, default_value = "localhost")]
     tls_name: String,
+    /// Speak WebSocket, upgrading on this path (e.g. /im); with --tls, wss.
+    #[arg(long, global = true)]
+    ws: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -187,6 +190,9 @@ fn run() -> anyhow::Result<i32> {
         .collect::<anyhow::Result<Vec<SocketAddr>>>()?;
     if let Some(ca) = &cli.common.tls {
         loadtest::conn::use_tls(ca, &cli.common.tls_name)?;
+    }
+    if let Some(path) = &cli.common.ws {
+        loadtest::conn::use_websocket(path);
     }
     let secret = secret(&cli.common)?;
     let uid_base = cli.common.uid_base.or(file.uid_base).unwrap_or(0);

@@ -13,6 +13,7 @@
 //! - [`link`]: the messages between the gateway and the logic tier, which
 //!   both depend on and neither owns, as Rust values and in their wire form
 //!   (`proto/link.proto`, package `im.link.v1`).
+//! - [`websocket`]: WebSocket framing, for the browsers' transport.
 //!
 //! A client frame on the wire is a 4-byte big-endian length `L`
 //! (1..=max_frame) followed by `L` bytes of one protobuf `im.v1.Frame`; see
@@ -22,6 +23,7 @@ pub mod body;
 pub mod codec;
 pub mod link;
 pub mod token;
+pub mod websocket;
 
 /// Types generated from `proto/im.proto` by `build.rs`.
 pub mod pb {
