@@ -253,3 +253,29 @@ fn what_is_not_the_protocol_gets_a_clear_outcome_and_others_carry_on() {
     assert!(closes >= 1, "the text message counted as a bad frame");
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// A browser that stops reading is cut like a TCP client that stops
+/// reading: its backlog passes `max_outbound_bytes`, it is closed as a slow
+/// consumer, and the sender carries on.
+#[test]
+fn a_websocket_client_that_stops_reading_is_cut_as_a_slow_consumer() {
+    let node = ws_node(|config| {
+        config.gateway.max_outbound_bytes = 256 * 1024;
+        config.logic.messages_per_sec = 100_000;
+        config.logic.message_burst = 100_000;
+    });
+    let mut stalled = connect(node.ws_addr(), "/im", None).unwrap();
+    stalled.login(2);
+    let mut sender = node.login(1, "phone");
+    let content = vec![b'x'; 16 * 1024];
+    // Enough to fill the kernel's buffers both ways and the session's backlog.
+    let cut = (0..4_000).find_map(|i| {
+        send(&mut sender, 2, &format!("big-{i}"), &content);
+        node.metric("im_gateway_closes_total{reason=\"slow_consumer\"}")
+            .filter(|&n| n >= 1)
+    });
+    assert!(cut.is_some(), "the stalled WebSocket session was never cut");
+    // The sender is fine.
+    sender.call(pb::Ping {}).expect("pong");
+    drop(stalled);
+}
