@@ -26,6 +26,7 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
 use crate::metrics::TlsFailure;
+use crate::transport::{take_into, write_out};
 
 /// The metrics' reason for a TLS error that ended a connection, if `e` is one.
 pub fn failure(e: &io::Error) -> Option<TlsFailure> {
@@ -243,13 +244,7 @@ impl TlsStream {
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if !self.plaintext.is_empty() {
-                let n = buf.len().min(self.plaintext.len());
-                buf[..n].copy_from_slice(&self.plaintext[..n]);
-                self.plaintext.drain(..n);
-                if self.plaintext.is_empty() {
-                    self.plaintext = Vec::new();
-                }
-                return Ok(n);
+                return Ok(take_into(&mut self.plaintext, buf));
             }
             if self.peer_closed {
                 return Ok(0);
@@ -313,19 +308,7 @@ impl TlsStream {
 
     /// Writes pending records until the socket is full (not an error).
     pub fn flush(&mut self) -> io::Result<()> {
-        while !self.outgoing.is_empty() {
-            match self.stream.write(&self.outgoing) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.outgoing.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.outgoing = Vec::new();
-        Ok(())
+        write_out(&mut self.outgoing, |bytes| self.stream.write(bytes))
     }
 
     pub fn wants_write(&self) -> bool {

@@ -136,3 +136,37 @@ impl Transport {
         }
     }
 }
+
+/// Moves the front of `pending` into `buf`; returns how much. An emptied
+/// buffer gives its memory back: an idle session holds none.
+pub(crate) fn take_into(pending: &mut Vec<u8>, buf: &mut [u8]) -> usize {
+    let n = buf.len().min(pending.len());
+    buf[..n].copy_from_slice(&pending[..n]);
+    pending.drain(..n);
+    if pending.is_empty() {
+        *pending = Vec::new();
+    }
+    n
+}
+
+/// Writes `pending` through `write` until it is empty or `write` would
+/// block (not an error: what is left waits for WRITABLE). An emptied buffer
+/// gives its memory back.
+pub(crate) fn write_out(
+    pending: &mut Vec<u8>,
+    mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+) -> io::Result<()> {
+    while !pending.is_empty() {
+        match write(pending) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                pending.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    *pending = Vec::new();
+    Ok(())
+}

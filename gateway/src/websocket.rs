@@ -35,6 +35,7 @@ use protocol::websocket::{
 };
 
 use crate::tls::TlsStream;
+use crate::transport::{take_into, write_out};
 
 /// The GUID RFC 6455 appends to the client's key.
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -160,13 +161,7 @@ impl WsStream {
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if !self.plaintext.is_empty() {
-                let n = buf.len().min(self.plaintext.len());
-                buf[..n].copy_from_slice(&self.plaintext[..n]);
-                self.plaintext.drain(..n);
-                if self.plaintext.is_empty() {
-                    self.plaintext = Vec::new();
-                }
-                return Ok(n);
+                return Ok(take_into(&mut self.plaintext, buf));
             }
             if self.ended {
                 return Ok(0);
@@ -368,18 +363,8 @@ impl WsStream {
 
     /// Writes pending bytes until the socket is full (not an error).
     pub fn flush(&mut self) -> io::Result<()> {
-        while !self.outgoing.is_empty() {
-            match self.inner.write(&self.outgoing) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.outgoing.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.outgoing = Vec::new();
+        let inner = &mut self.inner;
+        write_out(&mut self.outgoing, |bytes| inner.write(bytes))?;
         self.inner.flush()
     }
 
