@@ -195,6 +195,20 @@ fn wss_carries_the_protocol_with_the_tls_certificate() {
     let mut bob = node.login(2, "phone");
     send(&mut bob, 1, "t1", b"to wss");
     assert_eq!(alice.push().content, b"to wss");
+    let read = alice.call(pb::ReadReq {
+        peer_uid: 2,
+        seq: 1,
+    });
+    assert!(matches!(read.body, Some(Body::ReadResp(_))), "{read:?}");
+    assert_eq!(expect_read_notice(&mut bob).seq, 1);
+    let sent = alice.call(pb::SendReq {
+        to_uid: 2,
+        client_msg_id: "s1".into(),
+        content_type: 1,
+        content: b"from wss".to_vec(),
+    });
+    assert!(matches!(sent.body, Some(Body::SendResp(_))), "{sent:?}");
+    assert_eq!(expect_push(&mut bob).content, b"from wss");
 }
 
 #[test]
