@@ -240,13 +240,18 @@ impl Session {
         dropped
     }
 
-    /// The readiness to watch for: the transport's, given what is queued.
-    pub fn interest(&self) -> Interest {
-        self.transport.interest(self.has_output())
-    }
-
-    /// Whether the poll must report WRITABLE for this session.
+    /// Whether the poll must report WRITABLE for this session: while it
+    /// or its transport has bytes waiting.
     pub fn wants_writable(&self) -> bool {
         self.has_output() || self.transport.wants_write()
+    }
+
+    /// The readiness to watch for: always readable, writable as above.
+    pub fn interest(&self) -> Interest {
+        if self.wants_writable() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        }
     }
 }

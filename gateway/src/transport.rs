@@ -7,7 +7,7 @@
 //! to answer a ping nobody asked the session about.
 //! So the session never asks the socket directly what to wait for; the
 //! event loop derives interest from what the session has queued *and* what
-//! the transport still wants to write ([`Transport::interest`]).
+//! the transport still wants to write ([`Transport::wants_write`]).
 //!
 //! Whatever runs on it, a transport is one TCP socket underneath: that is
 //! what the worker registers with mio ([`Transport::socket`]).
@@ -16,7 +16,6 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use mio::Interest;
 use mio::net::TcpStream;
 
 use crate::tls::TlsStream;
@@ -89,16 +88,6 @@ impl Transport {
         matches!(self, Transport::Plain(_))
     }
 
-    /// The readiness to watch for: always readable; writable while either
-    /// the session or the transport has bytes waiting.
-    pub fn interest(&self, session_has_output: bool) -> Interest {
-        if session_has_output || self.wants_write() {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        }
-    }
-
     /// Sends end-of-stream after what is written: the peer reads our last
     /// frame, then EOF.
     pub fn shutdown_write(&mut self) {
@@ -128,7 +117,7 @@ impl Transport {
         }
     }
 
-    fn tcp(&self) -> &TcpStream {
+    pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Plain(stream) => stream,
             Transport::Tls(tls) => tls.tcp(),

@@ -22,11 +22,10 @@
 //! ours needs is small: binary messages (fragmented or not), ping, pong and
 //! close. Pings are answered in the loop.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice};
 use std::sync::Arc;
 
 use base64::Engine;
-use mio::net::TcpStream;
 use sha1::{Digest, Sha1};
 
 use protocol::websocket::{
@@ -34,8 +33,7 @@ use protocol::websocket::{
     push_frame, unmask,
 };
 
-use crate::tls::TlsStream;
-use crate::transport::{take_into, write_out};
+use crate::transport::{Transport, take_into, write_out};
 
 /// The GUID RFC 6455 appends to the client's key.
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -55,68 +53,10 @@ pub struct WsPolicy {
     pub max_frame: usize,
 }
 
-/// The byte stream under the WebSocket framing.
-pub enum Inner {
-    Plain(TcpStream),
-    Tls(Box<TlsStream>),
-}
-
-impl Inner {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Inner::Plain(stream) => stream.read(buf),
-            Inner::Tls(tls) => tls.read(buf),
-        }
-    }
-
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Inner::Plain(stream) => stream.write(buf),
-            Inner::Tls(tls) => tls.write_vectored(&[IoSlice::new(buf)]),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Inner::Plain(_) => Ok(()),
-            Inner::Tls(tls) => tls.flush(),
-        }
-    }
-
-    fn wants_write(&self) -> bool {
-        match self {
-            Inner::Plain(_) => false,
-            Inner::Tls(tls) => tls.wants_write(),
-        }
-    }
-
-    pub fn socket(&mut self) -> &mut TcpStream {
-        match self {
-            Inner::Plain(stream) => stream,
-            Inner::Tls(tls) => tls.socket(),
-        }
-    }
-
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Inner::Plain(stream) => stream,
-            Inner::Tls(tls) => tls.tcp(),
-        }
-    }
-
-    pub fn shutdown_write(&mut self) {
-        match self {
-            Inner::Plain(stream) => {
-                let _ = stream.shutdown(std::net::Shutdown::Write);
-            }
-            Inner::Tls(tls) => tls.shutdown_write(),
-        }
-    }
-}
-
 /// One WebSocket connection.
 pub struct WsStream {
-    inner: Inner,
+    /// The byte stream under the framing: plain TCP, or TLS (wss).
+    inner: Transport,
     policy: Arc<WsPolicy>,
     /// Still reading the opening handshake.
     handshaking: bool,
@@ -136,7 +76,7 @@ pub struct WsStream {
 }
 
 impl WsStream {
-    pub fn new(inner: Inner, policy: Arc<WsPolicy>) -> WsStream {
+    pub fn new(inner: Transport, policy: Arc<WsPolicy>) -> WsStream {
         WsStream {
             inner,
             policy,
@@ -149,11 +89,11 @@ impl WsStream {
         }
     }
 
-    pub fn inner(&mut self) -> &mut Inner {
+    pub fn inner(&mut self) -> &mut Transport {
         &mut self.inner
     }
 
-    pub fn inner_ref(&self) -> &Inner {
+    pub fn inner_ref(&self) -> &Transport {
         &self.inner
     }
 
@@ -364,7 +304,9 @@ impl WsStream {
     /// Writes pending bytes until the socket is full (not an error).
     pub fn flush(&mut self) -> io::Result<()> {
         let inner = &mut self.inner;
-        write_out(&mut self.outgoing, |bytes| inner.write(bytes))?;
+        write_out(&mut self.outgoing, |bytes| {
+            inner.write_vectored(&[IoSlice::new(bytes)])
+        })?;
         self.inner.flush()
     }
 

@@ -36,7 +36,7 @@ use crate::metrics::{Block, CloseReason, Counter, Gauge};
 use crate::session::{Fill, ReadUntil, Session, State};
 use crate::tls::TlsAcceptor;
 use crate::transport::{Kind, Transport};
-use crate::websocket::{Inner, WsPolicy, WsStream};
+use crate::websocket::{WsPolicy, WsStream};
 
 /// The waker's token; sessions use their slab key, which never gets this high.
 pub const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -333,9 +333,9 @@ impl Worker {
                     .clone()
                     .ok_or_else(|| io::Error::other("no WebSocket configured"))?;
                 let inner = if secure {
-                    Inner::Tls(tls(stream)?)
+                    Transport::Tls(tls(stream)?)
                 } else {
-                    Inner::Plain(stream)
+                    Transport::Plain(stream)
                 };
                 Transport::Ws(Box::new(WsStream::new(inner, policy)))
             }

@@ -37,11 +37,7 @@ impl AuthConfig {
 
     /// `IM_AUTH_SECRET`, when set and not empty, wins over the file.
     pub fn apply_env(&mut self) {
-        if let Ok(secret) = std::env::var(SECRET_ENV) {
-            if !secret.is_empty() {
-                self.secret = secret;
-            }
-        }
+        runtime::config::secret_from_env(SECRET_ENV, &mut self.secret);
     }
 }
 

@@ -20,6 +20,16 @@ impl Invalid {
     }
 }
 
+/// A secret the environment gives: `var`, when set and not empty, wins
+/// over the file's `value`.
+pub fn secret_from_env(var: &str, value: &mut String) {
+    if let Ok(secret) = std::env::var(var) {
+        if !secret.is_empty() {
+            *value = secret;
+        }
+    }
+}
+
 /// Refuses the first of `fields` that is zero.
 pub fn positive(fields: &[(&'static str, u64)]) -> Result<(), Invalid> {
     match fields.iter().find(|(_, value)| *value == 0) {

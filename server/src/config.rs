@@ -112,11 +112,7 @@ impl LinkConfig {
     }
 
     fn apply_env(&mut self) {
-        if let Ok(secret) = std::env::var(LINK_SECRET_ENV) {
-            if !secret.is_empty() {
-                self.secret = secret;
-            }
-        }
+        runtime::config::secret_from_env(LINK_SECRET_ENV, &mut self.secret);
     }
 }
 

@@ -95,6 +95,16 @@ fn reload_tls(gateway: &GatewayHandle) {
     }
 }
 
+/// Stops a gateway (it kicks and flushes its sessions, and its threads
+/// end), then the admin port.
+fn stop_gateway(gateway: GatewayHandle, admin: Option<AdminHandle>) {
+    gateway.shutdown();
+    gateway.join();
+    if let Some(admin) = admin {
+        admin.stop();
+    }
+}
+
 /// A gateway's part of the metrics page.
 fn gateway_page(metrics: &Metrics, uplink: &dyn Uplink, mailboxes: &Mailboxes) -> String {
     let mut queues = vec![("uplink".to_owned(), uplink.depth())];
@@ -188,13 +198,9 @@ impl Node {
     /// Graceful stop: the gateway kicks and flushes its sessions, then the
     /// logic tier finishes what it was handed, then the admin port closes.
     pub fn shutdown(self) {
-        self.gateway.shutdown();
-        self.gateway.join();
         // The admin page holds the last handle on the upcall queue; closing
         // it lets the logic thread see the queue end.
-        if let Some(admin) = self.admin {
-            admin.stop();
-        }
+        stop_gateway(self.gateway, self.admin);
         self.logic.join();
         log::info!("node stopped");
     }
@@ -272,11 +278,7 @@ impl GatewayNode {
     /// Graceful stop: the sessions are kicked and their `Closed` sent up
     /// the link, then the link closes.
     pub fn shutdown(self) {
-        self.gateway.shutdown();
-        self.gateway.join();
-        if let Some(admin) = self.admin {
-            admin.stop();
-        }
+        stop_gateway(self.gateway, self.admin);
         self.link.stop();
         log::info!("gateway stopped");
     }

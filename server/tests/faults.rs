@@ -381,6 +381,14 @@ fn send_through(
     (acked, longest)
 }
 
+/// What is stored at the end: Bob's history from the start, read through
+/// any gateway by a device of his own (which kicks none of his others).
+fn stored(net: &Net, deployment: &Deployment) -> Vec<pb::Message> {
+    in_namespace(&net.gateways, || {
+        history_of(deployment, &mut Roaming::new(2, "history"))
+    })
+}
+
 /// Bob's view at the end: history from the start, through any gateway.
 fn history_of(deployment: &Deployment, bob: &mut Roaming) -> Vec<pb::Message> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -457,9 +465,7 @@ fn a_link_cut_both_ways_for_ten_seconds_hangs_nothing_and_loses_nothing() {
         cutter.join().unwrap();
         sender.join().unwrap()
     });
-    let history = in_namespace(&net.gateways, || {
-        history_of(&deployment, &mut Roaming::new(2, "phone"))
-    });
+    let history = stored(&net, &deployment);
     println!(
         "link cut 10 s: {} acknowledged, {} stored, {} connections lost, {} UNAVAILABLE, longest request {:?}",
         acked.len(),
@@ -517,9 +523,7 @@ fn a_gateway_killed_under_load_loses_nothing_and_the_app_sees_no_duplicate() {
         }
         (acked, inbox, alice.closes)
     });
-    let history = in_namespace(&net.gateways, || {
-        history_of(&deployment, &mut Roaming::new(2, "tablet"))
-    });
+    let history = stored(&net, &deployment);
     println!(
         "gateway killed: {} acknowledged, {} stored, {} pushed to the app ({} repeats dropped by msg_id), sender reconnected {} times",
         acked.len(),
@@ -646,9 +650,7 @@ fn a_slow_lossy_link_still_delivers_every_message_once_in_order() {
         assert_eq!(alice.closes, 0, "a lossy link is slow, not dead");
         (acked, pushed)
     });
-    let history = in_namespace(&net.gateways, || {
-        history_of(&deployment, &mut Roaming::new(2, "tablet"))
-    });
+    let history = stored(&net, &deployment);
     println!(
         "50 ms +/- 20 ms, 1 % loss: {} acknowledged, {} stored, {} pushed",
         acked.len(),

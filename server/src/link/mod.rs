@@ -171,8 +171,12 @@ impl FrameWriter {
     }
 }
 
-/// Up to a batch's worth of what `next` yields, as one link frame's calls.
-fn take_batch<T, P: From<T> + prost::Message>(mut next: impl FnMut() -> Option<T>) -> Vec<P> {
+/// Up to a batch's worth of what `next` yields, as one link frame (`None`
+/// when nothing is queued); `wrap` puts the calls on their side of the batch.
+fn batch<T, P: From<T> + prost::Message>(
+    mut next: impl FnMut() -> Option<T>,
+    wrap: fn(Vec<P>) -> pb::Batch,
+) -> Option<Kind> {
     let mut calls: Vec<P> = Vec::new();
     let mut bytes = 0;
     while let Some(call) = next() {
@@ -183,28 +187,22 @@ fn take_batch<T, P: From<T> + prost::Message>(mut next: impl FnMut() -> Option<T
             break;
         }
     }
-    calls
+    (!calls.is_empty()).then(|| Kind::Batch(wrap(calls)))
 }
 
 /// The upcalls of a batch.
 pub fn upcall_batch(next: impl FnMut() -> Option<Upcall>) -> Option<Kind> {
-    let upcalls: Vec<pb::Upcall> = take_batch(next);
-    (!upcalls.is_empty()).then(|| {
-        Kind::Batch(pb::Batch {
-            upcalls,
-            downcalls: Vec::new(),
-        })
+    batch(next, |upcalls| pb::Batch {
+        upcalls,
+        ..Default::default()
     })
 }
 
 /// The downcalls of a batch.
 pub fn downcall_batch(next: impl FnMut() -> Option<Downcall>) -> Option<Kind> {
-    let downcalls: Vec<pb::Downcall> = take_batch(next);
-    (!downcalls.is_empty()).then(|| {
-        Kind::Batch(pb::Batch {
-            upcalls: Vec::new(),
-            downcalls,
-        })
+    batch(next, |downcalls| pb::Batch {
+        downcalls,
+        ..Default::default()
     })
 }
 
