@@ -189,11 +189,6 @@ impl Metrics {
         write_family(out, name, help, Kind::Counter, "reason", &samples);
     }
 
-    /// The TLS failures of one reason, summed over the workers.
-    pub fn tls_failures(&self, failure: TlsFailure) -> u64 {
-        self.sum(|b| b.tls_failures[failure as usize].load(Relaxed))
-    }
-
     fn sum<T: std::iter::Sum<T>>(&self, f: impl Fn(&Block) -> T) -> T {
         self.blocks.lock().iter().map(|b| f(b)).sum()
     }

@@ -279,7 +279,8 @@ impl TlsStream {
         let mut written = 0;
         if let ConnectionState::WriteTraffic(mut traffic) = state.map_err(invalid)? {
             // Many small frames make one record, not a record each.
-            let mut record = Vec::with_capacity(RECORD_PLAINTEXT);
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
+            let mut record = Vec::with_capacity(total.min(RECORD_PLAINTEXT));
             for buf in bufs.iter().filter(|b| !b.is_empty()) {
                 let take = buf.len().min(RECORD_PLAINTEXT - record.len());
                 record.extend_from_slice(&buf[..take]);
