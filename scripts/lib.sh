@@ -13,6 +13,8 @@ inbound_frames_per_sec = 1000000
 inbound_burst = 1000000
 [admin]
 listen = ""
+[api]
+listen = ""
 [logic]
 messages_per_sec = 1000000
 message_burst = 1000000

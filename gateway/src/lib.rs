@@ -219,10 +219,17 @@ pub fn start(
 /// A random id: unique per process lifetime across every gateway of a
 /// deployment without any coordination (a restarted gateway is a new one, so
 /// nothing addressed to its previous run reaches its new sessions).
+/// A random gateway id, never 0: the logic tier reserves 0 for requests
+/// made inside its own process (the HTTP API).
 fn gateway_id() -> io::Result<u32> {
-    let mut bytes = [0u8; 4];
-    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(u32::from_le_bytes(bytes))
+    loop {
+        let mut bytes = [0u8; 4];
+        getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+        let id = u32::from_le_bytes(bytes);
+        if id != 0 {
+            return Ok(id);
+        }
+    }
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {

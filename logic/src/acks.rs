@@ -26,6 +26,8 @@ struct Pending {
     frame: Bytes,
     /// Resends so far (0, 1 or 2).
     resends: u8,
+    /// When it was first sent, in microseconds on the caller's clock.
+    pushed_us: u64,
 }
 
 /// What the caller must do now.
@@ -51,18 +53,30 @@ impl AckTracker {
         }
     }
 
-    /// A push just went to `session`.
-    pub fn pushed(&mut self, session: SessionId, msg_id: u64, frame: Bytes, now_ms: u64) {
-        self.pending
-            .insert((session, msg_id), Pending { frame, resends: 0 });
+    /// A push just went to `session`, at `now_us` (the clock of `now_ms`
+    /// elsewhere, in microseconds: the push-ack latency needs them).
+    pub fn pushed(&mut self, session: SessionId, msg_id: u64, frame: Bytes, now_us: u64) {
+        let now_ms = now_us / 1000;
+        self.pending.insert(
+            (session, msg_id),
+            Pending {
+                frame,
+                resends: 0,
+                pushed_us: now_us,
+            },
+        );
         self.wheel.schedule(
             now_ms + self.policy.first_resend.as_millis() as u64,
             (session, msg_id),
         );
     }
 
-    pub fn acked(&mut self, session: SessionId, msg_id: u64) {
-        self.pending.remove(&(session, msg_id));
+    /// The device acked; returns when the push was first sent, if it was
+    /// still waiting.
+    pub fn acked(&mut self, session: SessionId, msg_id: u64) -> Option<u64> {
+        self.pending
+            .remove(&(session, msg_id))
+            .map(|pending| pending.pushed_us)
     }
 
     /// Pushes awaiting an ack.
@@ -164,7 +178,8 @@ mod tests {
         let mut t = tracker();
         t.pushed(S, 1, Bytes::new(), 0);
         t.pushed(S, 2, Bytes::new(), 0);
-        t.acked(S, 1);
+        assert_eq!(t.acked(S, 1), Some(0));
+        assert_eq!(t.acked(S, 1), None);
         let mut due = Vec::new();
         t.expire(2_000, |_| false, &mut due);
         assert!(due.is_empty());

@@ -26,6 +26,7 @@ pub enum AuthError {
 }
 
 /// Verifies and mints tokens with one secret.
+#[derive(Clone)]
 pub struct Authenticator {
     secret: Vec<u8>,
 }
@@ -42,30 +43,8 @@ impl Authenticator {
         if !config.secret.is_empty() {
             return Ok(Authenticator::new(config.secret.as_bytes()));
         }
-        let path = data_dir.join("auth.secret");
-        let file_error = |source| AuthError::SecretFile {
-            path: path.clone(),
-            source,
-        };
-        match fs::read_to_string(&path) {
-            Ok(secret) => {
-                let secret = secret.trim();
-                if secret.is_empty() {
-                    return Err(AuthError::EmptySecretFile(path));
-                }
-                Ok(Authenticator::new(secret.as_bytes()))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut raw = [0u8; 32];
-                getrandom::fill(&mut raw).map_err(|e| AuthError::Random(e.to_string()))?;
-                let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-                fs::create_dir_all(data_dir).map_err(file_error)?;
-                write_private(&path, &secret).map_err(file_error)?;
-                log::info!("generated a new auth secret in {}", path.display());
-                Ok(Authenticator::new(secret.into_bytes()))
-            }
-            Err(e) => Err(file_error(e)),
-        }
+        let secret = secret_file(&data_dir.join("auth.secret"), "auth secret")?;
+        Ok(Authenticator::new(secret.into_bytes()))
     }
 
     pub fn verify(&self, token: &str, uid: u64, now_unix_secs: u64) -> Result<(), TokenError> {
@@ -73,7 +52,40 @@ impl Authenticator {
     }
 
     pub fn mint(&self, uid: u64, ttl_secs: u64) -> String {
-        token::mint(&self.secret, uid, unix_secs() + ttl_secs)
+        self.mint_until(uid, unix_secs() + ttl_secs)
+    }
+
+    /// A token for `uid` that expires at `expires_unix_secs`.
+    pub fn mint_until(&self, uid: u64, expires_unix_secs: u64) -> String {
+        token::mint(&self.secret, uid, expires_unix_secs)
+    }
+}
+
+/// The secret in `path`, or a new one (32 random bytes, in hex) written
+/// there readable by its owner only, logged as a new `what`. Also the
+/// business API's generated key (`api` crate).
+pub fn secret_file(path: &Path, what: &str) -> Result<String, AuthError> {
+    let file_error = |source| AuthError::SecretFile {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::read_to_string(path) {
+        Ok(secret) => match secret.trim() {
+            "" => Err(AuthError::EmptySecretFile(path.to_owned())),
+            secret => Ok(secret.to_owned()),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut raw = [0u8; 32];
+            getrandom::fill(&mut raw).map_err(|e| AuthError::Random(e.to_string()))?;
+            let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(file_error)?;
+            }
+            write_private(path, &secret).map_err(file_error)?;
+            log::info!("generated a new {what} in {}", path.display());
+            Ok(secret)
+        }
+        Err(e) => Err(file_error(e)),
     }
 }
 

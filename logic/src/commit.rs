@@ -20,7 +20,6 @@ use runtime::clock::unix_ms;
 use crate::answers::{Answers, next_job};
 use crate::cache::CacheWriter;
 use crate::flush::{self, ToFlush};
-use crate::metrics::Counter;
 use crate::sequencer::{Applied, Outcome, Sequencer, WriteOp};
 use crate::store::{Flusher, StoreError, WriteStore};
 
@@ -59,7 +58,6 @@ pub fn spawn<T: Send + 'static>(
     jobs: Receiver<WriteJob<T>>,
     answers: Answers<T>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let metrics = answers.metrics.clone();
     let mut finish = match store.flusher() {
         None => Finish::Here(Box::new(answers)),
         Some(flusher) => Finish::flush_thread(flusher, answers)?,
@@ -74,12 +72,11 @@ pub fn spawn<T: Send + 'static>(
                 let ops: Vec<&WriteOp> = batch.iter().map(|job| &job.op).collect();
                 let started = Instant::now();
                 let result = sequencer.apply(store.as_mut(), &ops, unix_ms());
-                metrics.add(Counter::CommitMicros, started.elapsed().as_micros() as u64);
                 if let Err(e) = &result {
                     log::error!("commit of {} writes failed: {e}", batch.len());
                 }
                 let tickets = batch.drain(..).map(|job| job.ticket).collect();
-                if !finish.committed(tickets, result) {
+                if !finish.committed(tickets, result, started) {
                     break;
                 }
             }
@@ -120,10 +117,19 @@ impl<T: Send + 'static> Finish<T> {
         }
     }
 
-    /// Takes a batch just committed. `false`: nobody listens any more.
-    fn committed(&mut self, tickets: Vec<T>, result: Result<Applied, StoreError>) -> bool {
+    /// Takes a batch just committed, whose commit began at `started`.
+    /// `false`: nobody listens any more.
+    fn committed(
+        &mut self,
+        tickets: Vec<T>,
+        result: Result<Applied, StoreError>,
+        started: Instant,
+    ) -> bool {
         match self {
-            Finish::Here(answers) => answers.answer(tickets, result),
+            Finish::Here(answers) => {
+                answers.metrics.commit.observe(started.elapsed());
+                answers.answer(tickets, result)
+            }
             Finish::FlushThread { flusher, queue, .. } => {
                 let mark = flusher.mark();
                 queue
@@ -131,6 +137,7 @@ impl<T: Send + 'static> Finish<T> {
                         mark,
                         tickets,
                         result,
+                        started,
                     })
                     .is_ok()
             }

@@ -14,7 +14,6 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::answers::{Answers, next_job};
-use crate::metrics::Counter;
 use crate::sequencer::Applied;
 use crate::store::{Flusher, StoreError};
 
@@ -27,6 +26,8 @@ pub struct ToFlush<T> {
     pub mark: u64,
     pub tickets: Vec<T>,
     pub result: Result<Applied, StoreError>,
+    /// When the writer began its commit.
+    pub started: Instant,
 }
 
 /// Starts the flush thread; it ends when the returned queue is dropped and
@@ -50,7 +51,6 @@ fn flush_and_answer<T>(
     batches: &Receiver<ToFlush<T>>,
 ) {
     while let Some(batch) = next_job(batches, answers.cache.as_mut()) {
-        let started = Instant::now();
         let result = batch.result.and_then(|applied| {
             flusher
                 .flush(batch.mark)
@@ -59,9 +59,7 @@ fn flush_and_answer<T>(
                     log::error!("flush of {} writes failed: {e}", batch.tickets.len());
                 })
         });
-        answers
-            .metrics
-            .add(Counter::CommitMicros, started.elapsed().as_micros() as u64);
+        answers.metrics.commit.observe(batch.started.elapsed());
         if !answers.answer(batch.tickets, result) {
             break;
         }

@@ -15,6 +15,9 @@
 //!   answers it ([`answers`]) and keeps the Redis caches;
 //! - readers ([`reader`]): history, sync, conversation lists, profiles.
 //!
+//! Callers inside the process (the HTTP API) reach the pipeline through
+//! [`direct`]: a client's path without a gateway.
+//!
 //! Storage is behind the [`store`] traits: the embedded journal in front
 //! of SQLite by default, MySQL shards in production, Redis caches beside
 //! them ([`cache`]). `docs/architecture.md` draws the threads and queues;
@@ -27,6 +30,7 @@ pub mod cache;
 pub mod commit;
 pub mod config;
 pub mod dedup;
+pub mod direct;
 pub mod filter;
 pub mod flush;
 pub mod ids;

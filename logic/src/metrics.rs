@@ -5,7 +5,7 @@
 
 use protocol::pb::ErrorCode;
 use runtime::metric_table;
-use runtime::metrics::{Cells, Kind, write_family, write_table};
+use runtime::metrics::{Cells, Histogram, Kind, write_family, write_histograms, write_table};
 
 metric_table! { pub Counter, COUNTERS,
     Logins => "im_logic_logins_total", "Logins whose token verified.";
@@ -14,12 +14,13 @@ metric_table! { pub Counter, COUNTERS,
     Duplicates => "im_logic_duplicate_sends_total", "Sends answered with the message an earlier send of the same client_msg_id stored.";
     Batches => "im_logic_commit_batches_total", "Transactions the writer committed.";
     CommittedWrites => "im_logic_committed_writes_total", "Writes committed (sends, reads, deletes, profiles); over batches: the mean batch size.";
-    CommitMicros => "im_logic_commit_microseconds_total", "Time spent applying and committing batches, and on the embedded store flushing them; over batches: the mean time from a batch's start to durable.";
     StorageErrors => "im_logic_storage_errors_total", "Batches that failed and were rolled back; their writes were answered UNAVAILABLE.";
     Pushes => "im_logic_pushes_total", "Pushes sent to devices (first sends).";
     PushResends => "im_logic_push_resends_total", "Pushes resent because no PushAck came in time.";
     AckTimeoutCloses => "im_logic_ack_timeout_closes_total", "Sessions closed because their pushes went unacked.";
     ReadNotices => "im_logic_read_notices_total", "ReadNotice frames sent to devices.";
+    WebhookFailures => "im_logic_webhook_failures_total", "Offline-webhook deliveries that failed (not retried).";
+    WebhookDropped => "im_logic_webhook_dropped_total", "Offline notifications dropped because the webhook's queue was full.";
     OfflineNotifications => "im_logic_offline_notifications_total", "Messages whose recipient had no device online (the offline hook fired).";
     RedisErrors => "im_logic_redis_errors_total", "Redis calls that failed (each opens the breaker if it was closed).";
     RedisBreakerTrips => "im_logic_redis_breaker_trips_total", "Times the Redis breaker opened: Redis left alone, everything served from storage.";
@@ -43,6 +44,14 @@ pub struct LogicMetrics {
     counters: Cells,
     gauges: Cells,
     errors: Cells,
+    /// From the pipeline taking a SendReq to its SendResp going out.
+    pub send_to_ack: Histogram,
+    /// From a batch's commit starting to its being durable.
+    pub commit: Histogram,
+    /// From a push's first send to its PushAck.
+    pub push_ack: Histogram,
+    /// One offline-webhook delivery attempt.
+    pub webhook: Histogram,
 }
 
 impl Default for LogicMetrics {
@@ -51,6 +60,10 @@ impl Default for LogicMetrics {
             counters: Cells::new(COUNTERS.len()),
             gauges: Cells::new(GAUGES.len()),
             errors: Cells::new(ERROR_CODES),
+            send_to_ack: Histogram::latency(),
+            commit: Histogram::latency(),
+            push_ack: Histogram::latency(),
+            webhook: Histogram::latency(),
         }
     }
 }
@@ -87,6 +100,30 @@ impl LogicMetrics {
             .filter_map(|code| ErrorCode::try_from(code).ok())
             .map(|code| (Some(code.as_str_name()), self.errors.get(code as usize)))
             .collect();
+        for (name, help, histogram) in [
+            (
+                "im_logic_send_to_ack_seconds",
+                "From the logic tier taking a SendReq to its SendResp going out (durable), duplicates included.",
+                &self.send_to_ack,
+            ),
+            (
+                "im_logic_commit_duration_seconds",
+                "From a batch's commit starting to its being durable (the embedded store's flush included).",
+                &self.commit,
+            ),
+            (
+                "im_logic_push_ack_seconds",
+                "From a push's first send to the device's PushAck.",
+                &self.push_ack,
+            ),
+            (
+                "im_logic_webhook_delivery_seconds",
+                "One offline-webhook delivery attempt, answered or failed.",
+                &self.webhook,
+            ),
+        ] {
+            write_histograms(out, name, help, "", &[(None, histogram)]);
+        }
         write_family(
             out,
             "im_logic_errors_total",

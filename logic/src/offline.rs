@@ -17,6 +17,8 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, TrySendError};
 use protocol::pb;
 
+use crate::metrics::{Counter, LogicMetrics};
+
 pub trait OfflineNotifier: Send + Sync {
     /// Called once for a message whose recipient had no device online.
     /// Must not block.
@@ -52,6 +54,7 @@ pub fn webhook_json(message: &pb::Message) -> String {
 pub struct WebhookNotifier {
     queue: Sender<String>,
     dropped: Arc<AtomicU64>,
+    metrics: Arc<LogicMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,21 +103,36 @@ impl WebhookUrl {
 
 impl WebhookNotifier {
     /// Starts the delivery thread for `url` (`http://host[:port]/path`).
-    pub fn start(url: &str, queue_len: usize) -> Result<WebhookNotifier, WebhookError> {
+    /// Each attempt's time goes to `metrics.webhook`, each failure and
+    /// each notification dropped on a full queue to their counters.
+    pub fn start(
+        url: &str,
+        queue_len: usize,
+        metrics: Arc<LogicMetrics>,
+    ) -> Result<WebhookNotifier, WebhookError> {
         let WebhookUrl { host, addr, path } = WebhookUrl::parse(url)?;
         let (tx, rx) = crossbeam_channel::bounded::<String>(queue_len);
         let dropped = Arc::new(AtomicU64::new(0));
+        let delivering = metrics.clone();
         thread::Builder::new()
             .name("im-offline-webhook".into())
             .spawn(move || {
                 for body in rx {
-                    if let Err(e) = post(&addr, &host, &path, &body) {
+                    let started = std::time::Instant::now();
+                    let result = post(&addr, &host, &path, &body);
+                    delivering.webhook.observe(started.elapsed());
+                    if let Err(e) = result {
+                        delivering.add(Counter::WebhookFailures, 1);
                         log::warn!("offline webhook {addr}{path}: {e}");
                     }
                 }
             })
             .map_err(WebhookError::Thread)?;
-        Ok(WebhookNotifier { queue: tx, dropped })
+        Ok(WebhookNotifier {
+            queue: tx,
+            dropped,
+            metrics,
+        })
     }
 
     pub fn dropped(&self) -> u64 {
@@ -126,6 +144,7 @@ impl OfflineNotifier for WebhookNotifier {
     fn notify(&self, message: &pb::Message) {
         if let Err(TrySendError::Full(_)) = self.queue.try_send(webhook_json(message)) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.add(Counter::WebhookDropped, 1);
         }
     }
 }
@@ -166,7 +185,7 @@ mod tests {
     fn webhook_posts_json_for_each_message() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/notify", listener.local_addr().unwrap());
-        let notifier = WebhookNotifier::start(&url, 16).unwrap();
+        let notifier = WebhookNotifier::start(&url, 16, Default::default()).unwrap();
         let message = pb::Message {
             msg_id: 5,
             from_uid: 1,
@@ -203,7 +222,7 @@ mod tests {
 
     #[test]
     fn only_http_urls() {
-        assert!(WebhookNotifier::start("https://x/y", 1).is_err());
-        assert!(WebhookNotifier::start("http:///y", 1).is_err());
+        assert!(WebhookNotifier::start("https://x/y", 1, Default::default()).is_err());
+        assert!(WebhookNotifier::start("http:///y", 1, Default::default()).is_err());
     }
 }

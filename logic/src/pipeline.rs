@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
-use protocol::body::error_frame;
+use protocol::body::{error_frame, kick_frame};
 use protocol::link::{Downcall, Downlink, SessionId, Upcall};
 use protocol::{Body, ErrorCode, Frame, FrameCodec};
 use runtime::config::Invalid;
@@ -37,6 +37,7 @@ use crate::cache::keeper::PresenceEvent;
 use crate::commit::{Committed, WriteJob};
 use crate::config::LogicConfig;
 use crate::dedup::RecentIds;
+use crate::direct::{DIRECT_GATEWAY, DirectCall, UserPresence};
 use crate::filter::ContentFilter;
 use crate::metrics::{Counter, Gauge, LogicMetrics};
 use crate::offline::OfflineNotifier;
@@ -57,6 +58,16 @@ pub struct Ticket {
     pub uid: u64,
     /// For sends: the client_msg_id, to settle the recent-id entry.
     pub client_msg_id: Option<String>,
+    /// When the pipeline took the request.
+    pub received: Instant,
+}
+
+impl Ticket {
+    /// Whether the request came from inside the process (`direct.rs`), not
+    /// from a client.
+    pub fn is_direct(&self) -> bool {
+        self.session.gateway == DIRECT_GATEWAY
+    }
 }
 
 pub struct Pipeline {
@@ -125,8 +136,17 @@ impl Pipeline {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    pub(crate) fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
     /// Runs until every gateway is gone, then lets the writer finish.
-    pub fn run(&mut self, inbox: Inbox, committed: Receiver<Committed<Ticket>>) {
+    pub fn run(
+        &mut self,
+        inbox: Inbox,
+        direct: Receiver<DirectCall>,
+        committed: Receiver<Committed<Ticket>>,
+    ) {
         let mut due = Vec::new();
         loop {
             // Drain what is queued, commits first (their answers are what
@@ -152,6 +172,10 @@ impl Pipeline {
                         break;
                     }
                 }
+            }
+            for call in direct.try_iter().take(UPCALLS_PER_ROUND) {
+                self.direct(call);
+                idle = false;
             }
             self.expire_acks(&mut due);
             self.downlink.flush();
@@ -208,7 +232,12 @@ impl Pipeline {
             }
             Upcall::PushAck {
                 session, msg_id, ..
-            } => self.acks.acked(session, msg_id),
+            } => {
+                if let Some(pushed_us) = self.acks.acked(session, msg_id) {
+                    let waited = self.now_us().saturating_sub(pushed_us);
+                    self.metrics.push_ack.observe_us(waited);
+                }
+            }
             Upcall::Request {
                 session,
                 uid,
@@ -219,11 +248,55 @@ impl Pipeline {
                     req_id: frame.req_id,
                     uid,
                     client_msg_id: None,
+                    received: Instant::now(),
                 };
                 match frame.body {
                     Some(body) => self.request(ticket, body),
                     None => self.fail(&ticket, ErrorCode::BadFrame, "frame has no body"),
                 }
+            }
+        }
+    }
+
+    /// One call from inside the process (`direct.rs`). A request takes the
+    /// path of a client's.
+    fn direct(&mut self, call: DirectCall) {
+        match call {
+            DirectCall::Request {
+                session,
+                uid,
+                frame,
+            } => self.handle(Upcall::Request {
+                session,
+                uid,
+                frame,
+            }),
+            DirectCall::Presence { uids, reply } => reply(
+                uids.into_iter()
+                    .map(|uid| UserPresence {
+                        uid,
+                        devices: self.presence.devices(uid).to_vec(),
+                    })
+                    .collect(),
+            ),
+            DirectCall::Kick {
+                uid,
+                device_id,
+                reason,
+                reply,
+            } => {
+                let last = self.encode(&kick_frame(reason));
+                let mut kicked = 0;
+                for device in self.presence.devices(uid) {
+                    if device_id.as_ref().is_none_or(|id| *id == device.device_id) {
+                        self.downlink.send(Downcall::Close {
+                            session: device.session,
+                            last: last.clone(),
+                        });
+                        kicked += 1;
+                    }
+                }
+                reply(kicked)
             }
         }
     }

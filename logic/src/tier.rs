@@ -25,6 +25,7 @@ use crate::cache::link::Shared;
 use crate::cache::{Cache, CacheWriter};
 use crate::commit::{self, GroupCommit};
 use crate::config::{BackendKind, LogicConfig, RedisConfig, StorageConfig};
+use crate::direct::Direct;
 use crate::metrics::LogicMetrics;
 use crate::offline::{LogNotifier, OfflineNotifier, WebhookNotifier};
 use crate::pipeline::Pipeline;
@@ -64,12 +65,18 @@ impl Inbox {
 pub struct LogicHandle {
     threads: Vec<JoinHandle<()>>,
     metrics: Arc<LogicMetrics>,
+    direct: Direct,
 }
 
 impl LogicHandle {
     /// The tier's metrics, for the admin page.
     pub fn metrics(&self) -> Arc<LogicMetrics> {
         self.metrics.clone()
+    }
+
+    /// Requests from inside the process (the HTTP API).
+    pub fn direct(&self) -> Direct {
+        self.direct.clone()
     }
 
     /// Waits for the logic tier to finish: it does once every gateway is
@@ -121,6 +128,15 @@ pub fn start(
         addrs: gateways,
     } = link;
     config.validate()?;
+    let direct = Direct::wire(
+        config.queue_capacity,
+        inbox.doorbell.bell(),
+        downlink,
+        gateways.clone(),
+        Arc::new(auth.clone()),
+        max_frame,
+    );
+    let downlink = direct.downlink;
     redis.validate()?;
     let mut writer_store = backend.writer()?;
     let recovered = writer_store.recover()?;
@@ -196,7 +212,7 @@ pub fn start(
         Arc::new(LogNotifier)
     } else {
         Arc::new(
-            WebhookNotifier::start(&config.offline_webhook, 65_536)
+            WebhookNotifier::start(&config.offline_webhook, 65_536, metrics.clone())
                 .map_err(|e| Invalid::new("logic.offline_webhook", e.to_string()))?,
         )
     };
@@ -214,7 +230,11 @@ pub fn start(
     threads.push(
         thread::Builder::new()
             .name("im-logic".into())
-            .spawn(move || pipeline.run(inbox, done_rx))?,
+            .spawn(move || pipeline.run(inbox, direct.calls, done_rx))?,
     );
-    Ok(LogicHandle { threads, metrics })
+    Ok(LogicHandle {
+        threads,
+        metrics,
+        direct: direct.direct,
+    })
 }

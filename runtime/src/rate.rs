@@ -31,13 +31,30 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `n` tokens at `now_ms` if the bucket holds them, none if not
+    /// (a refusal here costs nothing: for callers that are not clients,
+    /// such as an API key asking for a batch).
+    pub fn take_all_or_none(&mut self, now_ms: u64, n: u32, rate: u32, burst: u32) -> bool {
+        self.refill(now_ms, rate, burst);
+        if self.tokens >= n as f32 {
+            self.tokens -= n as f32;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn refill(&mut self, now_ms: u64, rate: u32, burst: u32) {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        self.last_ms = now_ms;
+        self.tokens = (self.tokens + elapsed as f32 * rate as f32 / 1000.0).min(burst as f32);
+    }
+
     /// Takes one token at `now_ms`, refilling at `rate` per second up to `burst`.
     /// Refused frames still cost a token, so a client that keeps sending
     /// while refused sinks to `-burst` and is cut off.
     pub fn take(&mut self, now_ms: u64, rate: u32, burst: u32) -> Admit {
-        let elapsed = now_ms.saturating_sub(self.last_ms);
-        self.last_ms = now_ms;
-        self.tokens = (self.tokens + elapsed as f32 * rate as f32 / 1000.0).min(burst as f32);
+        self.refill(now_ms, rate, burst);
         self.tokens -= 1.0;
         if self.tokens >= 0.0 {
             Admit::Yes
@@ -72,5 +89,15 @@ mod tests {
         assert_eq!(verdicts[..5], [Admit::Yes; 5]);
         assert!(verdicts[5..9].iter().all(|v| *v == Admit::Limited));
         assert_eq!(verdicts[10], Admit::Abusive);
+    }
+
+    #[test]
+    fn all_or_none_takes_a_batch_only_when_it_fits() {
+        let mut bucket = TokenBucket::full(10, 0);
+        assert!(bucket.take_all_or_none(0, 8, 10, 10));
+        assert!(!bucket.take_all_or_none(0, 3, 10, 10));
+        assert!(bucket.take_all_or_none(0, 2, 10, 10));
+        assert!(!bucket.take_all_or_none(99, 1, 10, 10));
+        assert!(bucket.take_all_or_none(100, 1, 10, 10));
     }
 }

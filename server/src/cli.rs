@@ -35,13 +35,19 @@ pub struct ConfigFlags {
     /// Admin address (/metrics, /healthz); overrides admin.listen ("" turns it off).
     #[arg(long)]
     pub admin: Option<String>,
+    /// Business API address; overrides api.listen ("" turns it off).
+    #[arg(long)]
+    pub api: Option<String>,
 }
 
 impl ConfigFlags {
-    /// Applies `--admin`.
+    /// Applies `--admin` and `--api`.
     pub fn apply(&self, config: &mut Config) {
         if let Some(admin) = &self.admin {
             config.admin.listen = admin.clone();
+        }
+        if let Some(api) = &self.api {
+            config.api.listen = api.clone();
         }
     }
 

@@ -2,7 +2,8 @@
 //! default, every section checked by the tier it configures.
 //!
 //! Precedence, lowest to highest: built-in defaults, the file given with
-//! `--config`, environment variables (`IM_AUTH_SECRET`, `IM_REDIS_URL`),
+//! `--config`, environment variables (`IM_AUTH_SECRET`, `IM_REDIS_URL`,
+//! `IM_LINK_SECRET`, `IM_API_KEYS`),
 //! command-line flags (`--listen`, `--data-dir`). `--print-config` prints
 //! the result; `--check-config` runs [`Config::validate`], which refuses
 //! every value start-up would refuse (what only a running database can say,
@@ -11,6 +12,7 @@
 
 use std::path::Path;
 
+use api::ApiConfig;
 use gateway::GatewayConfig;
 use logic::config::{AuthConfig, LogicConfig, RedisConfig, StorageConfig};
 use runtime::config::{Invalid, socket_addr};
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub gateway: GatewayConfig,
     pub admin: AdminConfig,
+    pub api: ApiConfig,
     pub auth: AuthConfig,
     pub storage: StorageConfig,
     pub logic: LogicConfig,
@@ -116,7 +119,7 @@ impl LinkConfig {
     }
 }
 
-/// `[admin]`: the HTTP port for `/metrics` and `/healthz`.
+/// `[admin]`: the HTTP port for `/metrics`, `/healthz` and `/readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
@@ -178,6 +181,7 @@ impl Config {
         config.auth.apply_env();
         config.redis.apply_env();
         config.link.apply_env();
+        config.api.apply_env();
         Ok(config)
     }
 
@@ -190,6 +194,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), Invalid> {
         self.gateway.validate()?;
         self.admin.addr()?;
+        self.api.validate()?;
         self.auth.validate()?;
         self.storage.validate()?;
         self.logic.validate()?;
@@ -208,9 +213,16 @@ impl Config {
     /// The configuration as `--print-config` shows it: the secret hidden.
     pub fn printable(&self) -> Result<String, toml::ser::Error> {
         let mut shown = self.clone();
-        for secret in [&mut shown.auth.secret, &mut shown.link.secret] {
+        let keys = shown.api.keys.iter_mut();
+        for secret in [&mut shown.auth.secret, &mut shown.link.secret]
+            .into_iter()
+            .chain(keys)
+        {
             if !secret.is_empty() {
-                *secret = "<set, not shown>".into();
+                *secret = match secret.split_once(':') {
+                    Some((name, _)) => format!("{name}:<set, not shown>"),
+                    None => "<set, not shown>".into(),
+                };
             }
         }
         toml::to_string(&shown)

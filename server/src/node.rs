@@ -1,15 +1,15 @@
 //! The nodes, one per role, built from the same pieces:
 //!
-//! - [`Node`]: a complete single-node server, gateway, logic tier and admin
-//!   port in one process, joined by in-process queues: the gateway's
+//! - [`Node`]: a complete single-node server, gateway, logic tier, admin
+//!   port and business API in one process, joined by in-process queues: the gateway's
 //!   workers send upcalls into the logic tier's bounded inbox
 //!   ([`gateway::LocalUplink`]) and the logic tier sends downcalls into the
 //!   workers' mailboxes ([`gateway::Mailboxes`]). `im-server` runs one;
 //!   integration tests start one on port 0.
 //! - [`GatewayNode`]: the gateway alone, its uplink carried to the logic
 //!   tier by `link::gateway_end` (`im-gateway`).
-//! - [`LogicNode`]: the logic tier alone, gateways reaching it through
-//!   `link::logic_end` (`im-logic serve`).
+//! - [`LogicNode`]: the logic tier alone (with the business API), gateways
+//!   reaching it through `link::logic_end` (`im-logic serve`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,10 +20,11 @@ use logic::presence::GatewayAddrs;
 use protocol::link::Downlink;
 use runtime::config::Invalid;
 
-use crate::admin::{self, AdminHandle};
 use crate::config::Config;
 use crate::link::handshake::GatewayInfo;
 use crate::link::{gateway_end, logic_end};
+use api::admin::{self, Readiness};
+use api::{Api, HttpHandle, Sites};
 
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,14 +64,44 @@ fn start_logic(config: &Config, link: logic::Link) -> Result<logic::LogicHandle,
     )?)
 }
 
-/// The admin port, if configured, serving `render`.
-fn start_admin(config: &Config, render: admin::Render) -> Result<Option<AdminHandle>, NodeError> {
-    match config.admin.addr()? {
-        None => Ok(None),
-        Some(addr) => Ok(Some(
-            admin::start(addr, render).map_err(io("cannot open the admin port"))?,
-        )),
+/// The admin port and the API port, each if configured: the admin port
+/// serving `render` (with the API's metrics when the API runs) and
+/// `readiness`, the API making its requests through `direct`.
+fn start_http(
+    config: &Config,
+    render: admin::Render,
+    readiness: Readiness,
+    direct: Option<logic::direct::Direct>,
+) -> Result<Option<HttpHandle>, NodeError> {
+    let api = match (config.api.addr()?, direct) {
+        (Some(addr), Some(direct)) => {
+            let data_dir = Path::new(&config.storage.data_dir);
+            Some((addr, Arc::new(Api::new(&config.api, direct, data_dir)?)))
+        }
+        _ => None,
+    };
+    let render: admin::Render = match &api {
+        None => render,
+        Some((_, api)) => {
+            let api_metrics = api.metrics.clone();
+            Arc::new(move || {
+                let mut out = render();
+                api_metrics.render(&mut out);
+                out
+            })
+        }
+    };
+    let sites = Sites {
+        admin: config.admin.addr()?.map(|addr| (addr, render, readiness)),
+        api,
+        threads: config.api.threads,
+    };
+    if sites.admin.is_none() && sites.api.is_none() {
+        return Ok(None);
     }
+    Ok(Some(
+        api::serve::start(sites).map_err(io("cannot open the admin or API port"))?,
+    ))
 }
 
 /// The gateway's section, with a self-signed certificate made in the data
@@ -96,12 +127,17 @@ fn reload_tls(gateway: &GatewayHandle) {
 }
 
 /// Stops a gateway (it kicks and flushes its sessions, and its threads
-/// end), then the admin port.
-fn stop_gateway(gateway: GatewayHandle, admin: Option<AdminHandle>) {
+/// end), then the HTTP ports (whose API requests the logic tier, still
+/// running, answers).
+fn stop_gateway(gateway: GatewayHandle, http: Option<HttpHandle>) {
     gateway.shutdown();
     gateway.join();
-    if let Some(admin) = admin {
-        admin.stop();
+    stop_http(http);
+}
+
+fn stop_http(http: Option<HttpHandle>) {
+    if let Some(http) = http {
+        http.stop();
     }
 }
 
@@ -125,7 +161,7 @@ pub fn advertised(config: &Config, listening: SocketAddr) -> String {
 pub struct Node {
     gateway: GatewayHandle,
     logic: logic::LogicHandle,
-    admin: Option<AdminHandle>,
+    http: Option<HttpHandle>,
     metrics: Arc<Metrics>,
 }
 
@@ -152,18 +188,20 @@ impl Node {
         };
         let logic = start_logic(config, link)?;
         let (page, logic_metrics) = (metrics.clone(), logic.metrics());
-        let admin = start_admin(
+        let http = start_http(
             config,
             Arc::new(move || {
                 let mut out = gateway_page(&page, uplink.as_ref(), &mailboxes);
                 logic_metrics.render(&mut out);
                 out
             }),
+            Readiness::Storage(logic.direct()),
+            Some(logic.direct()),
         )?;
         Ok(Node {
             gateway,
             logic,
-            admin,
+            http,
             metrics,
         })
     }
@@ -173,7 +211,7 @@ impl Node {
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(AdminHandle::local_addr)
+        self.http.as_ref().and_then(HttpHandle::admin_addr)
     }
 
     /// Where TLS clients connect, if configured.
@@ -195,12 +233,17 @@ impl Node {
         &self.metrics
     }
 
-    /// Graceful stop: the gateway kicks and flushes its sessions, then the
-    /// logic tier finishes what it was handed, then the admin port closes.
+    /// Where the business API listens, if configured.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(HttpHandle::api_addr)
+    }
+
+    /// Graceful stop: the gateway kicks and flushes its sessions, the HTTP
+    /// ports close, then the logic tier finishes what it was handed.
     pub fn shutdown(self) {
         // The admin page holds the last handle on the upcall queue; closing
         // it lets the logic thread see the queue end.
-        stop_gateway(self.gateway, self.admin);
+        stop_gateway(self.gateway, self.http);
         self.logic.join();
         log::info!("node stopped");
     }
@@ -210,7 +253,7 @@ impl Node {
 pub struct GatewayNode {
     gateway: GatewayHandle,
     link: gateway_end::LinkHandle,
-    admin: Option<AdminHandle>,
+    http: Option<HttpHandle>,
 }
 
 impl GatewayNode {
@@ -246,14 +289,16 @@ impl GatewayNode {
         };
         let link = gateway_end::start(settings, &linked, upcalls, doorbell, mailboxes.clone())
             .map_err(io("cannot start the link"))?;
-        let admin = start_admin(
+        let http = start_http(
             config,
             Arc::new(move || gateway_page(&metrics, uplink.as_ref(), &mailboxes)),
+            Readiness::Check(Arc::new(link.readiness())),
+            None,
         )?;
         Ok(GatewayNode {
             gateway,
             link,
-            admin,
+            http,
         })
     }
 
@@ -262,7 +307,7 @@ impl GatewayNode {
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(AdminHandle::local_addr)
+        self.http.as_ref().and_then(HttpHandle::admin_addr)
     }
 
     /// SIGHUP: the TLS certificate and key read again.
@@ -278,7 +323,7 @@ impl GatewayNode {
     /// Graceful stop: the sessions are kicked and their `Closed` sent up
     /// the link, then the link closes.
     pub fn shutdown(self) {
-        stop_gateway(self.gateway, self.admin);
+        stop_gateway(self.gateway, self.http);
         self.link.stop();
         log::info!("gateway stopped");
     }
@@ -288,7 +333,7 @@ impl GatewayNode {
 pub struct LogicNode {
     logic: logic::LogicHandle,
     link: logic_end::LinkServer,
-    admin: Option<AdminHandle>,
+    http: Option<HttpHandle>,
 }
 
 impl LogicNode {
@@ -316,7 +361,7 @@ impl LogicNode {
             },
         )?;
         let logic_metrics = logic.metrics();
-        let admin = start_admin(
+        let http = start_http(
             config,
             Arc::new(move || {
                 let mut out = String::new();
@@ -324,8 +369,10 @@ impl LogicNode {
                 link_page(&gateways, &mut out);
                 out
             }),
+            Readiness::Storage(logic.direct()),
+            Some(logic.direct()),
         )?;
-        Ok(LogicNode { logic, link, admin })
+        Ok(LogicNode { logic, link, http })
     }
 
     /// Where gateways connect.
@@ -334,16 +381,19 @@ impl LogicNode {
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(AdminHandle::local_addr)
+        self.http.as_ref().and_then(HttpHandle::admin_addr)
     }
 
-    /// Graceful stop: every link closes, then the logic tier finishes what
-    /// it was handed.
+    /// Where the business API listens, if configured.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(HttpHandle::api_addr)
+    }
+
+    /// Graceful stop: every link closes, the HTTP ports close, then the
+    /// logic tier finishes what it was handed.
     pub fn shutdown(self) {
         self.link.stop();
-        if let Some(admin) = self.admin {
-            admin.stop();
-        }
+        stop_http(self.http);
         self.logic.join();
         log::info!("logic node stopped");
     }

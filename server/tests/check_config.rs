@@ -16,6 +16,7 @@ fn check(toml: &str) -> (bool, String) {
         .arg("--check-config")
         .env_remove("IM_AUTH_SECRET")
         .env_remove("IM_REDIS_URL")
+        .env_remove("IM_API_KEYS")
         .output()
         .expect("run im-server");
     let _ = std::fs::remove_file(&file);
@@ -73,6 +74,24 @@ fn gateway_section() {
 #[test]
 fn admin_section() {
     refused(&[("[admin]\nlisten = \"9100\"\n", "admin.listen")]);
+}
+
+#[test]
+fn api_section() {
+    refused(&[
+        ("[api]\nlisten = \"9200\"\n", "api.listen"),
+        ("[api]\nkeys = [\"short\"]\n", "api.keys"),
+        (
+            "[api]\nkeys = [\"bad name:0123456789abcdef\"]\n",
+            "api.keys",
+        ),
+        (
+            "[api]\nkeys_file = \"/nonexistent/im-api-keys\"\n",
+            "api.keys_file",
+        ),
+        ("[api]\nburst = 0\n", "api.burst"),
+        ("[api]\ntimeout_ms = 0\n", "api.timeout_ms"),
+    ]);
 }
 
 #[test]

@@ -36,7 +36,7 @@ impl Cluster {
         let config = dir.join("im.toml");
         let toml = format!(
             "[auth]\nsecret = \"{SECRET}\"\n\
-             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[api]\nlisten = \"\"\n\
              [storage]\ndata_dir = \"{}\"\n\
              [link]\nlisten = \"127.0.0.1:{link_port}\"\nheartbeat_secs = 1\ndead_after_secs = 3\n",
             dir.display()

@@ -129,6 +129,7 @@ fn error_code(frame: &Frame) -> Option<ErrorCode> {
 fn ws_node(tweak: impl FnOnce(&mut server::Config)) -> TestNode {
     TestNode::with(Store::Sqlite, |config| {
         config.admin.listen = "127.0.0.1:0".into();
+        config.api.listen = String::new();
         config.gateway.websocket.listen = "127.0.0.1:0".into();
         config.gateway.websocket.origins = vec!["https://chat.example.test".into()];
         tweak(config);

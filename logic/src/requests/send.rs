@@ -53,16 +53,8 @@ impl Pipeline {
                 "refused by the content filter",
             );
         }
-        if self.limits.len() > MAX_LIMITS {
-            self.limits.clear();
-        }
-        let (rate, burst) = (self.config.messages_per_sec, self.config.message_burst);
-        let now = self.now_ms();
-        let bucket = self
-            .limits
-            .entry(uid)
-            .or_insert_with(|| TokenBucket::full(burst, now));
-        if bucket.take(now, rate, burst) != Admit::Yes {
+        // A direct send (the HTTP API) is limited per API key instead.
+        if !ticket.is_direct() && !self.admit(uid) {
             return self.fail(
                 &ticket,
                 ErrorCode::RateLimited,
@@ -82,7 +74,7 @@ impl Pipeline {
                     server_time_ms: *server_time_ms,
                     duplicate: true,
                 };
-                return self.reply(&ticket, resp.into());
+                return self.answer_send(&ticket, resp);
             }
             Some(Recent::Pending(waiters)) => {
                 waiters.push(ticket);
@@ -102,6 +94,20 @@ impl Pipeline {
         self.write(ticket, op);
     }
 
+    /// Takes a token from the user's send rate limit.
+    fn admit(&mut self, uid: u64) -> bool {
+        if self.limits.len() > MAX_LIMITS {
+            self.limits.clear();
+        }
+        let (rate, burst) = (self.config.messages_per_sec, self.config.message_burst);
+        let now = self.now_ms();
+        let bucket = self
+            .limits
+            .entry(uid)
+            .or_insert_with(|| TokenBucket::full(burst, now));
+        bucket.take(now, rate, burst) == Admit::Yes
+    }
+
     /// The send is durable: answer it and its waiting retries, then push.
     pub(crate) fn sent(&mut self, ticket: Ticket, message: pb::Message, duplicate: bool) {
         let resp = pb::SendResp {
@@ -117,20 +123,24 @@ impl Pipeline {
             message.seq,
             message.server_time_ms,
         );
-        self.reply(&ticket, resp.into());
+        self.answer_send(&ticket, resp);
         for waiter in waiters {
-            self.reply(
+            self.answer_send(
                 &waiter,
                 pb::SendResp {
                     duplicate: true,
                     ..resp
-                }
-                .into(),
+                },
             );
         }
         if !duplicate {
             self.fan_out(ticket.session, message);
         }
+    }
+
+    fn answer_send(&self, ticket: &Ticket, resp: pb::SendResp) {
+        self.reply(ticket, resp.into());
+        self.metrics.send_to_ack.observe(ticket.received.elapsed());
     }
 
     /// A send that will not be stored: retries waiting on it fail too.
@@ -163,7 +173,7 @@ impl Pipeline {
         })) else {
             return;
         };
-        let now = self.now_ms();
+        let now = self.now_us();
         self.metrics.add(Counter::Pushes, targets.len() as u64);
         for session in targets {
             self.downlink.send(Downcall::Frame {

@@ -98,6 +98,15 @@ impl LinkHandle {
         self.up.load(Ordering::Acquire)
     }
 
+    /// A check of the link for `/readyz`, usable after the handle moves.
+    pub fn readiness(&self) -> impl Fn() -> Result<(), String> + Send + Sync + 'static {
+        let up = self.up.clone();
+        move || match up.load(Ordering::Acquire) {
+            true => Ok(()),
+            false => Err("no link to the logic tier".into()),
+        }
+    }
+
     pub fn stop(self) {
         self.stop.store(true, Ordering::Release);
         self.bell.ring();

@@ -85,6 +85,8 @@ pub fn accept(
     };
     let refusal = if hello.version != VERSION {
         Some(version_mismatch(hello.version))
+    } else if info.gateway == logic::direct::DIRECT_GATEWAY {
+        Some("gateway id 0 is reserved for the logic node's own requests".into())
     } else if gateway_proof(secret, &challenge, &info)
         .verify_slice(&hello.proof)
         .is_err()

@@ -1,0 +1,107 @@
+//! Request parts the handlers take, each refusing bad input with an
+//! [`ApiError`] (axum's own extractors answer in plain text): a JSON body
+//! within the size limit, path and query parameters.
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use protocol::ErrorCode;
+use serde::de::DeserializeOwned;
+
+use crate::Api;
+use crate::error::ApiError;
+
+/// A JSON body of at most `api.max_body_bytes`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<std::sync::Arc<Api>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, api: &std::sync::Arc<Api>) -> Result<Self, ApiError> {
+        let limit = api.config.max_body_bytes;
+        let too_large = || {
+            ApiError::new(
+                ErrorCode::FrameTooLarge,
+                format!("the body is over {limit} bytes"),
+            )
+        };
+        let announced = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|len| len > limit as u64) {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|e| {
+                if is_length_limit(&e) {
+                    too_large()
+                } else {
+                    ApiError::invalid(format!("cannot read the body: {e}"))
+                }
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid(format!("malformed JSON: {e}")))
+    }
+}
+
+/// Whether reading a body failed on its length limit (the error's chain
+/// names it; http-body-util's `LengthLimitError` is not re-exported).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.to_string().contains("length limit exceeded") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Path parameters.
+pub struct PathParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| PathParams(t))
+            .map_err(|e| ApiError::invalid(e.body_text()))
+    }
+}
+
+/// Query parameters.
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| QueryParams(t))
+            .map_err(|e| ApiError::invalid(e.body_text()))
+    }
+}
+
+/// A uid from the outside world: 1 or more.
+pub fn uid(value: u64, field: &str) -> Result<u64, ApiError> {
+    match value {
+        0 => Err(ApiError::invalid(format!(
+            "{field} must be a uid (1 or more)"
+        ))),
+        uid => Ok(uid),
+    }
+}

@@ -1,0 +1,105 @@
+//! `GET /v1/users/{uid}/conversations`: a user's conversation list, most
+//! recent first, paged by an opaque cursor;
+//! `GET /v1/users/{uid}/conversations/{peer_uid}/messages`: one
+//! conversation's history, paged by seq from either end. Both are the
+//! client's ConversationsReq and HistoryReq, asked as that user.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use protocol::{Body, pb};
+use serde::{Deserialize, Serialize};
+
+use super::views::{ConversationView, MessageView};
+use crate::Api;
+use crate::error::ApiError;
+use crate::extract::{PathParams, QueryParams, uid};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub limit: u32,
+    /// `next_cursor` of the previous page; absent: the first page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConversationList {
+    pub conversations: Vec<ConversationView>,
+    pub total_unread: u64,
+    /// Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+pub async fn list(
+    State(api): State<Arc<Api>>,
+    PathParams(user): PathParams<u64>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<ConversationList>, ApiError> {
+    let user = uid(user, "uid")?;
+    let cursor = match query.cursor.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(c) => URL_SAFE_NO_PAD
+            .decode(c.as_bytes())
+            .map_err(|_| ApiError::invalid("cursor is not one this API gave"))?,
+    };
+    let req = pb::ConversationsReq {
+        limit: query.limit,
+        cursor,
+    };
+    match api.ask(user, Body::ConversationsReq(req)).await? {
+        Body::ConversationsResp(resp) => Ok(Json(ConversationList {
+            conversations: resp.conversations.into_iter().map(Into::into).collect(),
+            total_unread: resp.total_unread,
+            next_cursor: (!resp.next_cursor.is_empty())
+                .then(|| URL_SAFE_NO_PAD.encode(&resp.next_cursor)),
+        })),
+        other => Err(ApiError::from_body(other, "ConversationsReq")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Messages after this seq, oldest first...
+    #[serde(default)]
+    pub after_seq: u64,
+    /// ...or before this one (0: the newest), newest last.
+    #[serde(default)]
+    pub before_seq: u64,
+    #[serde(default)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryPage {
+    pub messages: Vec<MessageView>,
+    pub more: bool,
+}
+
+pub async fn history(
+    State(api): State<Arc<Api>>,
+    PathParams((user, peer)): PathParams<(u64, u64)>,
+    QueryParams(query): QueryParams<HistoryQuery>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let user = uid(user, "uid")?;
+    let peer_uid = uid(peer, "peer_uid")?;
+    let req = pb::HistoryReq {
+        peer_uid,
+        after_seq: query.after_seq,
+        before_seq: query.before_seq,
+        limit: query.limit,
+    };
+    match api.ask(user, Body::HistoryReq(req)).await? {
+        Body::HistoryResp(resp) => Ok(Json(HistoryPage {
+            messages: resp.messages.into_iter().map(Into::into).collect(),
+            more: resp.more,
+        })),
+        other => Err(ApiError::from_body(other, "HistoryReq")),
+    }
+}

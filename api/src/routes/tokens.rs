@@ -1,0 +1,47 @@
+//! `POST /v1/tokens`: a login token for a user, for the business backend
+//! to hand to its app (the token the native protocol's LoginReq carries).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+
+use crate::Api;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, uid};
+
+/// Longest token life: a year.
+const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub uid: u64,
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Token {
+    pub uid: u64,
+    pub token: String,
+    pub expires_at_unix: u64,
+}
+
+pub async fn mint(
+    State(api): State<Arc<Api>>,
+    JsonBody(req): JsonBody<TokenRequest>,
+) -> Result<Json<Token>, ApiError> {
+    let uid = uid(req.uid, "uid")?;
+    if req.ttl_secs == 0 || req.ttl_secs > MAX_TTL_SECS {
+        return Err(ApiError::invalid(format!(
+            "ttl_secs must be 1 to {MAX_TTL_SECS}"
+        )));
+    }
+    let expires_at_unix = runtime::clock::unix_secs() + req.ttl_secs;
+    Ok(Json(Token {
+        uid,
+        token: api.direct().mint_token(uid, expires_at_unix),
+        expires_at_unix,
+    }))
+}
