@@ -3,7 +3,9 @@
 # wait for its ports, stop it. Source it; do not run it.
 
 # write_config DIR PORT [EXTRA_TOML]: DIR/im.toml for a benchmark server:
-# loopback, no admin port, the rate limits out of the way.
+# loopback, no admin port, the rate limits out of the way. The API is off
+# unless API_LISTEN gives its address (its keys: IM_API_KEYS); uid 4000000000 is its
+# system account.
 write_config() {
   local dir=$1 port=$2 extra=${3:-}
   cat > "$dir/im.toml" <<TOML
@@ -14,7 +16,10 @@ inbound_burst = 1000000
 [admin]
 listen = ""
 [api]
-listen = ""
+listen = "${API_LISTEN:-}"
+system_uid = 4000000000
+requests_per_sec = 1000000
+burst = 1000000
 [logic]
 messages_per_sec = 1000000
 message_burst = 1000000

@@ -5,8 +5,8 @@
 #
 # The tests need no server running: those that need MariaDB and Redis start
 # private instances of their own on free loopback ports (testkit/), so only
-# the server binaries must be installed. When they are not, this installs
-# them (Debian, as root) or says what to install. IM_TEST_MYSQL_URL and
+# the server binaries (and promtool) must be installed. When they are not,
+# this installs them (Debian, as root) or says what to install. IM_TEST_MYSQL_URL and
 # IM_TEST_REDIS_URL point the tests at existing servers instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,8 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 missing=()
 if [ -z "${IM_TEST_MYSQL_URL:-}" ] && ! have mariadbd && ! have mysqld; then missing+=(mariadb-server); fi
 if [ -z "${IM_TEST_REDIS_URL:-}" ] && ! have redis-server; then missing+=(redis-server); fi
+# promtool checks the live /metrics page (server/tests/api.rs).
+have promtool || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (the tests start private instances)"

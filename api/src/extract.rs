@@ -96,6 +96,20 @@ where
     }
 }
 
+/// A u64 written as the document's `^[0-9]{1,19}$` (every such value
+/// fits; `u64::from_str` would also take a `+` or a 20th digit).
+pub fn decimal(text: &str, field: &str) -> Result<u64, ApiError> {
+    let well_formed = (1..=19).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit());
+    match well_formed {
+        true => text
+            .parse()
+            .map_err(|_| ApiError::invalid(format!("{field}: {text:?} is not a number"))),
+        false => Err(ApiError::invalid(format!(
+            "{field}: {text:?} is not 1 to 19 decimal digits"
+        ))),
+    }
+}
+
 /// A uid from the outside world: 1 or more.
 pub fn uid(value: u64, field: &str) -> Result<u64, ApiError> {
     match value {
@@ -104,4 +118,14 @@ pub fn uid(value: u64, field: &str) -> Result<u64, ApiError> {
         ))),
         uid => Ok(uid),
     }
+}
+
+/// For optional JSON fields: absent is `None`, `null` is refused (the
+/// document says a field is there with its type, or not there).
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }

@@ -11,16 +11,15 @@
 //!   a conversation's history is read from its one shard (the other shard
 //!   can be down), and a changed shard list is refused, never reshuffled.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+#[path = "contract/harness.rs"]
+mod harness;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
 use client::Client;
+use harness::Proxy;
 use mysql::prelude::Queryable;
-use parking_lot::Mutex;
 use protocol::{ErrorCode, pb, token};
 use server::Config;
 use server::Node;
@@ -28,69 +27,6 @@ use server::Node;
 const SECRET: &str = "outage-test-secret";
 
 /// The test's MariaDB, as host:port.
-fn mariadb() -> String {
-    testkit::host_port(&testkit::mysql_url()).to_owned()
-}
-
-/// Forwards connections to MariaDB while up; while down, refuses new ones
-/// and has cut the open ones.
-struct Proxy {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Proxy {
-    fn start() -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let open = Arc::new(Mutex::new(Vec::new()));
-        let (up2, open2) = (up.clone(), open.clone());
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if !up2.load(Ordering::SeqCst) {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(mariadb()) else {
-                    continue;
-                };
-                open2
-                    .lock()
-                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Proxy { addr, up, open }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for stream in self.open.lock().drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Both);
-    });
-}
-
 /// Drops the test's database however the test ends.
 struct Database(String);
 

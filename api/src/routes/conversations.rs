@@ -1,5 +1,5 @@
 //! `GET /v1/users/{uid}/conversations`: a user's conversation list, most
-//! recent first, paged by an opaque cursor;
+//! recent first, paged by a cursor (the last msg_id of the page before);
 //! `GET /v1/users/{uid}/conversations/{peer_uid}/messages`: one
 //! conversation's history, paged by seq from either end. Both are the
 //! client's ConversationsReq and HistoryReq, asked as that user.
@@ -8,22 +8,20 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use protocol::{Body, pb};
 use serde::{Deserialize, Serialize};
 
 use super::views::{ConversationView, MessageView};
 use crate::Api;
 use crate::error::ApiError;
-use crate::extract::{PathParams, QueryParams, uid};
+use crate::extract::{PathParams, QueryParams, decimal, uid};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
     pub limit: u32,
-    /// `next_cursor` of the previous page; absent: the first page.
+    /// `next_cursor` of the page before; absent: the first page.
     pub cursor: Option<String>,
 }
 
@@ -42,11 +40,10 @@ pub async fn list(
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<ConversationList>, ApiError> {
     let user = uid(user, "uid")?;
+    // The wire cursor is the last msg_id of the page before, 8 bytes big-endian.
     let cursor = match query.cursor.as_deref() {
-        None | Some("") => Vec::new(),
-        Some(c) => URL_SAFE_NO_PAD
-            .decode(c.as_bytes())
-            .map_err(|_| ApiError::invalid("cursor is not one this API gave"))?,
+        None => Vec::new(),
+        Some(c) => decimal(c, "cursor")?.to_be_bytes().to_vec(),
     };
     let req = pb::ConversationsReq {
         limit: query.limit,
@@ -56,8 +53,9 @@ pub async fn list(
         Body::ConversationsResp(resp) => Ok(Json(ConversationList {
             conversations: resp.conversations.into_iter().map(Into::into).collect(),
             total_unread: resp.total_unread,
-            next_cursor: (!resp.next_cursor.is_empty())
-                .then(|| URL_SAFE_NO_PAD.encode(&resp.next_cursor)),
+            next_cursor: <[u8; 8]>::try_from(&resp.next_cursor[..])
+                .ok()
+                .map(|last| u64::from_be_bytes(last).to_string()),
         })),
         other => Err(ApiError::from_body(other, "ConversationsReq")),
     }

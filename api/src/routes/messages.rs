@@ -35,7 +35,9 @@ const MAX_BATCH_ID: usize = 43;
 pub struct Content {
     #[serde(default)]
     pub content_type: u32,
+    #[serde(default, deserialize_with = "crate::extract::present")]
     pub text: Option<String>,
+    #[serde(default, deserialize_with = "crate::extract::present")]
     pub content_base64: Option<String>,
 }
 
@@ -60,6 +62,7 @@ impl Content {
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     /// The sender; absent: the configured system account.
+    #[serde(default, deserialize_with = "crate::extract::present")]
     pub from_uid: Option<u64>,
     pub to_uid: u64,
     pub client_msg_id: String,
@@ -119,6 +122,7 @@ pub async fn send(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    #[serde(default, deserialize_with = "crate::extract::present")]
     pub from_uid: Option<u64>,
     pub to_uids: Vec<u64>,
     pub client_msg_id: String,
@@ -157,6 +161,9 @@ pub async fn batch(
         return Err(ApiError::invalid(format!(
             "to_uids must name 1 to {MAX_BATCH} recipients"
         )));
+    }
+    for to_uid in &req.to_uids {
+        uid(*to_uid, "to_uids")?;
     }
     let mut seen = std::collections::HashSet::with_capacity(req.to_uids.len());
     if let Some(twice) = req.to_uids.iter().find(|uid| !seen.insert(**uid)) {

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::Api;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, PathParams, QueryParams, uid};
+use crate::extract::{JsonBody, PathParams, QueryParams, decimal, uid};
 
 /// Most uids one presence query names.
 const MAX_UIDS: usize = 100;
@@ -57,11 +57,9 @@ pub struct PresenceView {
 fn parse_uids(list: &str) -> Result<Vec<u64>, ApiError> {
     let uids = list
         .split(',')
-        .map(|part| {
-            part.trim()
-                .parse::<u64>()
-                .map_err(|_| ApiError::invalid(format!("uids: {part:?} is not a uid")))
-                .and_then(|u| uid(u, "uids"))
+        .map(|part| match part.starts_with('0') {
+            true => Err(ApiError::invalid(format!("uids: {part:?} is not a uid"))),
+            false => decimal(part, "uids"),
         })
         .collect::<Result<Vec<u64>, ApiError>>()?;
     if uids.len() > MAX_UIDS {
@@ -110,6 +108,7 @@ pub async fn presence(
 #[serde(deny_unknown_fields)]
 pub struct KickRequest {
     /// The device to close; absent: every device of the user.
+    #[serde(default, deserialize_with = "crate::extract::present")]
     pub device_id: Option<String>,
     pub reason: String,
 }
