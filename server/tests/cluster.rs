@@ -15,6 +15,7 @@ use harness::*;
 use protocol::{Body, ErrorCode, pb};
 
 const LINK_SECRET: &str = "cluster-test-link-secret";
+const API_KEY: &str = "cluster-test-api-key";
 
 /// One `im-logic serve` and its gateways, each a process of its own.
 struct Cluster {
@@ -22,6 +23,8 @@ struct Cluster {
     config: PathBuf,
     link: SocketAddr,
     admin: SocketAddr,
+    /// The logic node's business API.
+    api: SocketAddr,
     /// Kept to be killed with the cluster.
     _logic: Process,
     gateways: Vec<(Process, SocketAddr)>,
@@ -32,11 +35,12 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("im-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (link_port, admin_port) = (free_port(), free_port());
+        let (link_port, admin_port, api_port) = (free_port(), free_port(), free_port());
         let config = dir.join("im.toml");
         let toml = format!(
             "[auth]\nsecret = \"{SECRET}\"\n\
-             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[api]\nlisten = \"\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+             [api]\nlisten = \"127.0.0.1:{api_port}\"\nkeys = [\"{API_KEY}\"]\nsystem_uid = 9\n\
              [storage]\ndata_dir = \"{}\"\n\
              [link]\nlisten = \"127.0.0.1:{link_port}\"\nheartbeat_secs = 1\ndead_after_secs = 3\n",
             dir.display()
@@ -52,6 +56,7 @@ impl Cluster {
             config,
             link: SocketAddr::from(([127, 0, 0, 1], link_port)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            api: SocketAddr::from(([127, 0, 0, 1], api_port)),
             _logic: logic,
             gateways: Vec::new(),
         };
@@ -104,6 +109,21 @@ impl Cluster {
         client
     }
 
+    /// A call to the logic node's API; the answer's JSON.
+    fn api(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.api))
+            .header("Authorization", format!("Bearer {API_KEY}"));
+        let agent = ureq::agent();
+        let mut response = match body {
+            Some(body) => agent.run(request.body(body.to_string()).unwrap()),
+            None => agent.run(request.body(()).unwrap()),
+        }
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        response.body_mut().read_json().expect("JSON")
+    }
+
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
@@ -147,6 +167,53 @@ fn messages_read_notices_and_kicks_cross_gateways() {
     bob_phone
         .wait_closed(WAIT)
         .expect("the replaced session closes");
+}
+
+#[test]
+fn the_logic_nodes_api_sees_and_reaches_every_gateway() {
+    let cluster = Cluster::start("api", 2);
+    let mut alice = cluster.login(0, 1, "phone");
+    let mut bob = cluster.login(1, 2, "laptop");
+    wait_for_port(cluster.api.port(), "the logic node's API");
+
+    // Presence names the gateway each device is on, and where it listens.
+    let answer = cluster.api("GET", "/v1/presence?uids=1,2", None);
+    for (user, gateway) in answer["users"].as_array().unwrap().iter().zip([0, 1]) {
+        assert_eq!(user["online"], true, "{answer}");
+        assert_eq!(
+            user["devices"][0]["gateway_addr"],
+            cluster.gateways[gateway].1.to_string()
+        );
+    }
+    assert_ne!(
+        answer["users"][0]["devices"][0]["gateway"],
+        answer["users"][1]["devices"][0]["gateway"]
+    );
+
+    // A system message reaches the device on gateway 1; a kick closes it.
+    let sent = cluster.api(
+        "POST",
+        "/v1/messages",
+        Some(serde_json::json!({"to_uid": 2, "client_msg_id": "sys-1", "text": "hello"})),
+    );
+    let pushed = expect_push(&mut bob);
+    assert_eq!(pushed.msg_id.to_string(), sent["msg_id"].as_str().unwrap());
+    assert_eq!(pushed.from_uid, 9);
+    let kicked = cluster.api(
+        "POST",
+        "/v1/users/2/kick",
+        Some(serde_json::json!({"reason": "maintenance"})),
+    );
+    assert_eq!(kicked["kicked"], 1);
+    let frame = next_event(&mut bob);
+    assert_eq!(
+        frame.body,
+        Some(Body::Kick(pb::Kick {
+            reason: "maintenance".into()
+        }))
+    );
+    bob.wait_closed(WAIT).expect("kicked across the link");
+    expect_quiet(&mut alice);
 }
 
 #[test]
