@@ -3,8 +3,8 @@
 # wait for its ports, stop it. Source it; do not run it.
 
 # write_config DIR PORT [EXTRA_TOML]: DIR/im.toml for a benchmark server:
-# loopback, no admin port, the rate limits out of the way. The API is off
-# unless API_LISTEN gives its address (its keys: IM_API_KEYS); uid 4000000000 is its
+# loopback, the rate limits out of the way. The admin port is off unless
+# ADMIN_LISTEN gives its address, the API unless API_LISTEN gives its (its keys: IM_API_KEYS); uid 4000000000 is its
 # system account.
 write_config() {
   local dir=$1 port=$2 extra=${3:-}
@@ -14,12 +14,13 @@ listen = "127.0.0.1:$port"
 inbound_frames_per_sec = 1000000
 inbound_burst = 1000000
 [admin]
-listen = ""
+listen = "${ADMIN_LISTEN:-}"
 [api]
 listen = "${API_LISTEN:-}"
 system_uid = 4000000000
 requests_per_sec = 1000000
 burst = 1000000
+
 [logic]
 messages_per_sec = 1000000
 message_burst = 1000000

@@ -34,7 +34,9 @@ pub struct ApiConfig {
     pub burst: u32,
     /// A request the logic tier has not answered in this long gets 503.
     pub timeout_ms: u64,
-    /// Threads of the HTTP runtime (the API and the admin port share it).
+    /// Threads of the HTTP runtime (the API and the admin port share it):
+    /// 1, the default, runs everything on one thread; more, a work-stealing
+    /// pool of that many.
     pub threads: usize,
 }
 

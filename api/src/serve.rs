@@ -8,6 +8,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use tokio::sync::watch;
 
 use crate::Api;
@@ -51,21 +52,31 @@ pub fn start(sites: Sites) -> io::Result<HttpHandle> {
     for (listener, _) in &served {
         listener.set_nonblocking(true)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(sites.threads.max(1))
-        .thread_name("im-http")
-        .enable_io()
-        .enable_time()
-        .build()?;
+    let runtime = match sites.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+    }
+    .thread_name("im-http")
+    .enable_io()
+    .enable_time()
+    .build()?;
     let (stop, stopped) = watch::channel(false);
     let thread = thread::Builder::new()
-        .name("im-http-main".into())
+        .name("im-http".into())
         .spawn(move || {
             runtime.block_on(async move {
                 let mut servers = Vec::new();
                 for (listener, router) in served {
+                    // Answers go out at once, not held for the client's
+                    // ACK of the segment before (Nagle).
                     let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
+                        Ok(l) => l.tap_io(|tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        }),
                         Err(e) => {
                             log::error!("http: cannot serve a listener: {e}");
                             continue;
