@@ -239,6 +239,17 @@ mod tests {
     }
 
     #[test]
+    fn printing_hides_every_secret_and_keeps_key_names() {
+        let mut config = Config::default();
+        config.auth.secret = "auth-secret-value".into();
+        config.link.secret = "link-secret-value".into();
+        config.api.keys = vec!["billing:api-secret-value-1".into(), "bare-secret-value-2".into()];
+        let shown = config.printable().unwrap();
+        assert!(!shown.contains("secret-value"), "{shown}");
+        assert!(shown.contains("billing:<set, not shown>"), "{shown}");
+    }
+
+    #[test]
     fn a_partial_file_keeps_defaults_for_the_rest() {
         let config = Config::parse("[gateway]\nheartbeat_secs = 5\n").unwrap();
         assert_eq!(config.gateway.heartbeat_secs, 5);
