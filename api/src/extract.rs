@@ -60,41 +60,40 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-/// Path parameters.
-pub struct PathParams<T>(pub T);
+/// Declares `$name<T>`, axum's `$inner<T>` with its rejection as an
+/// [`ApiError`] (400 INVALID_ARGUMENT, axum's reason as the message).
+macro_rules! params {
+    ($(#[$doc:meta])* $name:ident, $inner:ident) => {
+        $(#[$doc])*
+        pub struct $name<T>(pub T);
 
-impl<T, S> FromRequestParts<S> for PathParams<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
+        impl<T, S> FromRequestParts<S> for $name<T>
+        where
+            T: DeserializeOwned + Send,
+            S: Send + Sync,
+        {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Path(t)| PathParams(t))
-            .map_err(|e| ApiError::invalid(e.body_text()))
-    }
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+                $inner::<T>::from_request_parts(parts, state)
+                    .await
+                    .map(|$inner(t)| $name(t))
+                    .map_err(|e| ApiError::invalid(e.body_text()))
+            }
+        }
+    };
 }
 
-/// Query parameters.
-pub struct QueryParams<T>(pub T);
-
-impl<T, S> FromRequestParts<S> for QueryParams<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(t)| QueryParams(t))
-            .map_err(|e| ApiError::invalid(e.body_text()))
-    }
-}
+params!(
+    /// Path parameters.
+    PathParams,
+    Path
+);
+params!(
+    /// Query parameters.
+    QueryParams,
+    Query
+);
 
 /// A u64 written as the document's `^[0-9]{1,19}$` (every such value
 /// fits; `u64::from_str` would also take a `+` or a 20th digit).

@@ -243,7 +243,10 @@ mod tests {
         let mut config = Config::default();
         config.auth.secret = "auth-secret-value".into();
         config.link.secret = "link-secret-value".into();
-        config.api.keys = vec!["billing:api-secret-value-1".into(), "bare-secret-value-2".into()];
+        config.api.keys = vec![
+            "billing:api-secret-value-1".into(),
+            "bare-secret-value-2".into(),
+        ];
         let shown = config.printable().unwrap();
         assert!(!shown.contains("secret-value"), "{shown}");
         assert!(shown.contains("billing:<set, not shown>"), "{shown}");
