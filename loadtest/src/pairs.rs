@@ -428,7 +428,9 @@ impl Run {
             // still timed from when it was due.
             sender.blocked = false;
             if let Some(at) = sender.schedule.due(sender.sent) {
-                self.send(fleet, i, at.as_nanos() as u64);
+                let (at, now_ns) = (at.as_nanos() as u64, self.elapsed_ns());
+                record_since(&mut self.late, at, now_ns);
+                self.send(fleet, i, at);
                 if let Some(next) = self.senders[i].schedule.due(self.senders[i].sent) {
                     due.push(Reverse((next.as_nanos() as u64, i)));
                 }
