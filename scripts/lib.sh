@@ -8,6 +8,10 @@
 # system account.
 write_config() {
   local dir=$1 port=$2 extra=${3:-}
+  # No WebSocket listener unless EXTRA_TOML configures one.
+  local ws='[gateway.websocket]
+listen = ""'
+  if grep -q '^\[gateway.websocket\]' <<< "$extra"; then ws=; fi
   cat > "$dir/im.toml" <<TOML
 [gateway]
 listen = "127.0.0.1:$port"
@@ -21,6 +25,7 @@ system_uid = 4000000000
 requests_per_sec = 1000000
 burst = 1000000
 
+$ws
 [logic]
 messages_per_sec = 1000000
 message_burst = 1000000

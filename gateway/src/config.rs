@@ -66,7 +66,9 @@ pub struct WebSocketConfig {
 impl Default for WebSocketConfig {
     fn default() -> Self {
         WebSocketConfig {
-            listen: String::new(),
+            // On by default beside the TCP port: the web is where a newcomer
+            // tries a chat server first (clients/web).
+            listen: "0.0.0.0:7001".into(),
             path: "/im".into(),
             tls: false,
             origins: Vec::new(),

@@ -20,6 +20,7 @@ fn node(name: &str) -> (Node, std::path::PathBuf) {
     config.gateway.inbound_burst = 1_000_000;
     config.admin.listen = String::new();
     config.api.listen = String::new();
+    config.gateway.websocket.listen = String::new();
     config.auth.secret = SECRET.into();
     config.logic.messages_per_sec = 1_000_000;
     config.logic.message_burst = 1_000_000;

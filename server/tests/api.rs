@@ -50,6 +50,7 @@ impl Server {
             &config,
             format!(
                 "[gateway]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [gateway.websocket]\nlisten = \"\"\n\
                  [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
                  [auth]\nsecret = \"{SECRET}\"\n\
                  [api]\nlisten = \"127.0.0.1:{api}\"\nkeys = [\"{KEY}\", \"{LIMITED}\"]\n\

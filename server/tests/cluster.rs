@@ -41,6 +41,7 @@ impl Cluster {
             "[auth]\nsecret = \"{SECRET}\"\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
              [api]\nlisten = \"127.0.0.1:{api_port}\"\nkeys = [\"{API_KEY}\"]\nsystem_uid = 9\n\
+             [gateway.websocket]\nlisten = \"\"\n\
              [storage]\ndata_dir = \"{}\"\n\
              [link]\nlisten = \"127.0.0.1:{link_port}\"\nheartbeat_secs = 1\ndead_after_secs = 3\n",
             dir.display()

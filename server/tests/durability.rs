@@ -36,7 +36,7 @@ fn start(dir: &std::path::Path, port: u16, log: &str) -> Server {
     std::fs::create_dir_all(dir).unwrap();
     // No admin port (tests run side by side); limits out of the way so that
     // thousands of sends are in flight when the process dies.
-    let toml = "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n\
+    let toml = "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n\
                 [gateway]\ninbound_frames_per_sec = 1000000\ninbound_burst = 1000000\n\
                 [logic]\nmessages_per_sec = 1000000\nmessage_burst = 1000000\n";
     std::fs::write(&config, toml).unwrap();

@@ -184,7 +184,7 @@ impl Deployment {
         std::fs::write(
             &config,
             format!(
-                "[auth]\nsecret = \"{SECRET}\"\n[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n\
+                "[auth]\nsecret = \"{SECRET}\"\n[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n\
                  [storage]\ndata_dir = \"{}\"\n\
                  [logic]\nmessages_per_sec = 100000\nmessage_burst = 100000\n\
                  [link]\nlisten = \"{LOGIC_IP}:{LINK_PORT}\"\nlogic = [\"{LOGIC_IP}:{link_port}\"]\n\

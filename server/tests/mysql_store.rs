@@ -135,6 +135,7 @@ fn config_for_shards(urls: &[String], dir: &std::path::Path) -> Config {
     config.gateway.listen = "127.0.0.1:0".into();
     config.admin.listen = String::new();
     config.api.listen = String::new();
+    config.gateway.websocket.listen = String::new();
     config.auth.secret = SECRET.into();
     config.storage.data_dir = dir.display().to_string();
     config.storage.backend = logic::config::BackendKind::Mysql;

@@ -21,6 +21,7 @@ fn node() -> Node {
     config.gateway.listen = "127.0.0.1:0".into();
     config.admin.listen = "127.0.0.1:0".into();
     config.api.listen = String::new();
+    config.gateway.websocket.listen = String::new();
     config.auth.secret = String::from_utf8(SECRET.to_vec()).unwrap();
     config.storage.data_dir = std::env::temp_dir()
         .join(format!(

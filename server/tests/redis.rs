@@ -30,6 +30,7 @@ fn node_with_redis(tweak: impl FnOnce(&mut server::Config)) -> TestNode {
     TestNode::with(Store::MySqlRedis, |config| {
         config.admin.listen = "127.0.0.1:0".into();
         config.api.listen = String::new();
+        config.gateway.websocket.listen = String::new();
         tweak(config);
     })
 }
@@ -285,7 +286,7 @@ fn presence_of_a_killed_node_expires() {
     std::fs::write(
         &config,
         format!(
-            "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[redis]\nkey_prefix = \"{prefix}\"\npresence_ttl_secs = 2\n"
+            "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n[redis]\nkey_prefix = \"{prefix}\"\npresence_ttl_secs = 2\n"
         ),
     )
     .unwrap();

@@ -61,6 +61,7 @@ fn tls_node(ca: &TestCa) -> TestNode {
     TestNode::with(Store::Sqlite, |config| {
         config.admin.listen = "127.0.0.1:0".into();
         config.api.listen = String::new();
+        config.gateway.websocket.listen = String::new();
         config.gateway.tls.listen = "127.0.0.1:0".into();
         config.gateway.tls.cert = certs.join("server.crt").display().to_string();
         config.gateway.tls.key = certs.join("server.key").display().to_string();
@@ -220,7 +221,7 @@ fn sighup_reloads_the_certificate_of_the_running_binary() {
         format!(
             "[gateway]\nlisten = \"127.0.0.1:{port}\"\n\
              [gateway.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{0}/server.crt\"\nkey = \"{0}/server.key\"\n\
-             [admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[auth]\nsecret = \"{SECRET}\"\n[storage]\ndata_dir = \"{0}\"\n",
+             [admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n[auth]\nsecret = \"{SECRET}\"\n[storage]\ndata_dir = \"{0}\"\n",
             dir.display()
         ),
     )

@@ -39,11 +39,14 @@ pub struct TestGateway {
 pub use gateway::GatewayConfig;
 
 pub fn config(workers: usize) -> GatewayConfig {
-    GatewayConfig {
+    let mut config = GatewayConfig {
         listen: "127.0.0.1:0".into(),
         workers,
         ..GatewayConfig::default()
-    }
+    };
+    // No WebSocket listener on its default port: tests run side by side.
+    config.websocket.listen = String::new();
+    config
 }
 
 pub fn start(config: GatewayConfig) -> TestGateway {

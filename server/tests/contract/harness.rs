@@ -153,6 +153,7 @@ pub fn test_config() -> (Config, PathBuf) {
     config.gateway.workers = 2;
     config.admin.listen = String::new();
     config.api.listen = String::new();
+    config.gateway.websocket.listen = String::new();
     config.auth.secret = SECRET.into();
     config.storage.data_dir = dir.display().to_string();
     (config, dir)
