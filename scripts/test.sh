@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README): every test in the workspace.
+# The test command (README): every test in the workspace, then the web
+# client's (clients/web: the SDK's unit tests, the page in Chromium).
 #
 #   bash scripts/test.sh [cargo test options]
 #
@@ -15,8 +16,10 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 missing=()
 if [ -z "${IM_TEST_MYSQL_URL:-}" ] && ! have mariadbd && ! have mysqld; then missing+=(mariadb-server); fi
 if [ -z "${IM_TEST_REDIS_URL:-}" ] && ! have redis-server; then missing+=(redis-server); fi
-# promtool checks the live /metrics page (server/tests/api.rs).
+# promtool checks the live /metrics page (server/tests/api.rs); Chromium runs
+# the web client's browser test (clients/web/e2e).
 have promtool || missing+=(prometheus)
+have chromium || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (the tests start private instances)"
@@ -27,4 +30,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"
+
+# The web SDK's unit tests and the browser test (Node.js and npm; the npm
+# packages installed once, with the network). The browser test runs the
+# im-server that the cargo tests above built.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "the web client's tests need Node.js 20 and npm (Debian: apt-get install nodejs npm)" >&2
+  exit 1
+fi
+cd clients/web
+[ -d node_modules ] || npm ci --no-audit --no-fund
+npm test
+npm run e2e
+echo "browser test screenshots: clients/web/test-results/*.png"
