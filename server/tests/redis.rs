@@ -410,3 +410,115 @@ fn messaging_carries_on_while_redis_is_killed_and_caches_rebuild_after() {
     let online = hgetall(&mut conn, &online_key(&prefix, 2));
     assert!(online.contains_key("phone"), "{online:?}");
 }
+
+#[test]
+fn heavy_login_churn_never_opens_the_breaker_while_redis_is_healthy() {
+    let node = node_with_redis(|_| {});
+    let prefix = node.config.redis.key_prefix.clone();
+    let mut conn = redis(&node.config.redis.url);
+    // 30 users, 10 rounds: each round every user logs in on two devices
+    // and out on one, the rest stay for the next round to replace.
+    let mut kept = Vec::new();
+    for round in 0..10 {
+        let mut clients = Vec::new();
+        for uid in 900..930u64 {
+            clients.push(node.login(uid, "phone"));
+            clients.push(node.login(uid, &format!("tab-{round}")));
+        }
+        // Every other client goes at once.
+        kept.clear();
+        for (i, client) in clients.into_iter().enumerate() {
+            if i % 2 == 0 {
+                kept.push(client);
+            }
+        }
+    }
+    eventually("each user's phone entry, the tabs gone", || {
+        (900..930u64)
+            .all(|uid| {
+                let hash = hgetall(&mut conn, &online_key(&prefix, uid));
+                hash.len() == 1 && hash.contains_key("phone")
+            })
+            .then_some(())
+    });
+    assert_eq!(node.metric("im_logic_redis_errors_total"), Some(0));
+    assert_eq!(node.metric("im_logic_redis_breaker_trips_total"), Some(0));
+    assert_eq!(node.metric("im_logic_redis_up"), Some(1));
+}
+
+#[test]
+fn a_clean_stop_removes_the_nodes_entries_and_logs_no_redis_failure() {
+    let dir = std::env::temp_dir().join(format!("im-redis-stop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let prefix = format!("im-stop-test-{}:", std::process::id());
+    let config = dir.join("test.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n[redis]\nkey_prefix = \"{prefix}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut conn = redis(&redis_url());
+    // Twice: once stopping with users online, once with nobody left (an
+    // empty removal, which Redis would refuse were it sent).
+    for (run, online_at_stop) in [(1, true), (2, false)] {
+        let port = free_port();
+        let log = dir.join(format!("server-{run}.log"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_im-server"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("IM_AUTH_SECRET", SECRET)
+            .env("IM_REDIS_URL", redis_url())
+            .env("RUST_LOG", "info");
+        let mut server = spawn_logged(command, "", &log);
+        wait_for_port(port, "the server");
+        let login = |uid: u64, device: &str| {
+            let mut client = client::Client::connect(("127.0.0.1", port)).unwrap();
+            client.set_timeout(WAIT);
+            client
+                .login(uid, &valid_token(uid), device, pb::Platform::Mobile)
+                .unwrap();
+            client
+        };
+        let (phone, pc, other) = (login(21, "phone"), login(21, "pc"), login(22, "phone"));
+        eventually("the entries", || {
+            (hgetall(&mut conn, &online_key(&prefix, 21)).len() == 2
+                && hgetall(&mut conn, &online_key(&prefix, 22)).len() == 1)
+                .then_some(())
+        });
+        drop(other);
+        if !online_at_stop {
+            drop((phone, pc));
+            eventually("everyone offline", || {
+                hgetall(&mut conn, &online_key(&prefix, 21))
+                    .is_empty()
+                    .then_some(())
+            });
+        }
+        // SIGTERM: a clean stop.
+        let pid = server.0.id() as i32;
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status = server.0.wait().unwrap();
+        assert!(status.success(), "{status}");
+        let printed = std::fs::read_to_string(&log).unwrap();
+        assert!(printed.contains("node stopped"), "{printed}");
+        assert!(
+            !printed.contains("redis failed"),
+            "run {run}: a Redis failure logged at a clean stop:\n{printed}"
+        );
+        for uid in [21, 22] {
+            assert!(
+                hgetall(&mut conn, &online_key(&prefix, uid)).is_empty(),
+                "run {run}: uid {uid}'s entries outlived the node"
+            );
+        }
+    }
+    delete_redis_keys(&redis_url(), &prefix);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -151,10 +151,12 @@ impl Keeper {
         let expires_ms = (unix_secs() + ttl_secs) * 1000;
         let prefix = self.config().key_prefix.clone();
         let mut pipe = redis::pipe();
+        let mut written = 0;
         for uid in uids {
             let Some(devices) = self.devices.get(uid) else {
                 continue;
             };
+            written += 1;
             let key = online_key(&prefix, *uid);
             let hset = pipe.cmd("HSET").arg(&key);
             for device in devices.values() {
@@ -174,7 +176,9 @@ impl Keeper {
             hset.ignore();
             pipe.expire(&key, ttl_secs as i64).ignore();
         }
-        self.link.call(|c| pipe.query::<()>(c.conn));
+        if written > 0 {
+            self.link.call(|c| pipe.query::<()>(c.conn));
+        }
     }
 
     /// Rewrites every entry of this node, a thousand users per round trip.
@@ -190,6 +194,11 @@ impl Keeper {
     fn remove_all(&mut self) {
         let prefix = self.config().key_prefix.clone();
         let devices = std::mem::take(&mut self.devices);
+        if devices.is_empty() {
+            // Nothing to remove: an empty pipeline is an error to Redis,
+            // which would be logged as a Redis failure at every clean stop.
+            return;
+        }
         let mut pipe = redis::pipe();
         for (uid, devices) in &devices {
             let hdel = pipe.cmd("HDEL").arg(online_key(&prefix, *uid));
