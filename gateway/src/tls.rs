@@ -108,6 +108,7 @@ fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError>
             path: cert.to_owned(),
         });
     }
+    runtime::config::warn_if_exposed(key, "the TLS private key");
     let key = PrivateKeyDer::from_pem_file(key).map_err(pem_error(key))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)

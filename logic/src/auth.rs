@@ -69,6 +69,7 @@ pub fn secret_file(path: &Path, what: &str) -> Result<String, AuthError> {
         path: path.to_owned(),
         source,
     };
+    runtime::config::warn_if_exposed(path, what);
     match fs::read_to_string(path) {
         Ok(secret) => match secret.trim() {
             "" => Err(AuthError::EmptySecretFile(path.to_owned())),

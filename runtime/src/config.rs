@@ -43,3 +43,43 @@ pub fn socket_addr(field: &'static str, addr: &str) -> Result<std::net::SocketAd
     addr.parse()
         .map_err(|e| Invalid::new(field, format!("{addr:?} is not an ip:port address ({e})")))
 }
+
+/// Warns (in the log) when a file holding a secret can be read by anyone
+/// but its owner; returns the warning. Checked at start for the auth
+/// secret, the API keys and the TLS private key.
+pub fn warn_if_exposed(path: &std::path::Path, what: &str) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            let warning = format!(
+                "{what} {} is readable by others (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            );
+            log::warn!("{warning}");
+            return Some(warning);
+        }
+    }
+    None
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_secret_readable_by_others_is_warned_about() {
+        let path = std::env::temp_dir().join(format!("im-secret-mode-{}", std::process::id()));
+        std::fs::write(&path, "s").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warning = warn_if_exposed(&path, "the auth secret").expect("a warning");
+        assert!(warning.contains("mode 644"), "{warning}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(warn_if_exposed(&path, "the auth secret"), None);
+        let _ = std::fs::remove_file(&path);
+    }
+}
