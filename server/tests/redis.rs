@@ -275,37 +275,56 @@ fn presence_entries_follow_logins_and_logouts() {
     });
 }
 
-/// A child process that is killed however the test ends.
-#[test]
-fn presence_of_a_killed_node_expires() {
-    let dir = std::env::temp_dir().join(format!("im-redis-presence-{}", std::process::id()));
+/// A directory for one test's `im-server` process on Redis, and the config
+/// file in it (no admin, API or WebSocket port; keys under `prefix`).
+fn redis_node_dir(
+    name: &str,
+    prefix: &str,
+    extra: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("im-redis-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let prefix = format!("im-presence-test-{}:", std::process::id());
     let config = dir.join("test.toml");
     std::fs::write(
         &config,
         format!(
-            "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n[redis]\nkey_prefix = \"{prefix}\"\npresence_ttl_secs = 2\n"
+            "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n[redis]\nkey_prefix = \"{prefix}\"\n{extra}"
         ),
     )
     .unwrap();
-    let port = free_port();
-    let mut server = Process(
-        Command::new(env!("CARGO_BIN_EXE_im-server"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("IM_AUTH_SECRET", SECRET)
-            .env("IM_REDIS_URL", redis_url())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn im-server"),
-    );
+    (dir, config)
+}
+
+/// Starts `im-server` on `config` and Redis, its log in `log`; waits for its port.
+fn spawn_on_redis(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    port: u16,
+    log: &std::path::Path,
+) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_im-server"));
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("IM_AUTH_SECRET", SECRET)
+        .env("IM_REDIS_URL", redis_url())
+        .env("RUST_LOG", "info");
+    let server = spawn_logged(command, "", log);
     wait_for_port(port, "the server");
+    server
+}
+
+/// A child process that is killed however the test ends.
+#[test]
+fn presence_of_a_killed_node_expires() {
+    let prefix = format!("im-presence-test-{}:", std::process::id());
+    let (dir, config) = redis_node_dir("presence", &prefix, "presence_ttl_secs = 2\n");
+    let port = free_port();
+    let mut server = spawn_on_redis(&config, &dir, port, &dir.join("server.log"));
     let mut client = client::Client::connect(("127.0.0.1", port)).unwrap();
     client.set_timeout(WAIT);
     client
@@ -448,36 +467,15 @@ fn heavy_login_churn_never_opens_the_breaker_while_redis_is_healthy() {
 
 #[test]
 fn a_clean_stop_removes_the_nodes_entries_and_logs_no_redis_failure() {
-    let dir = std::env::temp_dir().join(format!("im-redis-stop-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     let prefix = format!("im-stop-test-{}:", std::process::id());
-    let config = dir.join("test.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n[redis]\nkey_prefix = \"{prefix}\"\n"
-        ),
-    )
-    .unwrap();
+    let (dir, config) = redis_node_dir("stop", &prefix, "");
     let mut conn = redis(&redis_url());
     // Twice: once stopping with users online, once with nobody left (an
     // empty removal, which Redis would refuse were it sent).
     for (run, online_at_stop) in [(1, true), (2, false)] {
         let port = free_port();
         let log = dir.join(format!("server-{run}.log"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_im-server"));
-        command
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("IM_AUTH_SECRET", SECRET)
-            .env("IM_REDIS_URL", redis_url())
-            .env("RUST_LOG", "info");
-        let mut server = spawn_logged(command, "", &log);
-        wait_for_port(port, "the server");
+        let mut server = spawn_on_redis(&config, &dir, port, &log);
         let login = |uid: u64, device: &str| {
             let mut client = client::Client::connect(("127.0.0.1", port)).unwrap();
             client.set_timeout(WAIT);
