@@ -25,21 +25,39 @@ pub enum AuthError {
     Random(String),
 }
 
-/// Verifies and mints tokens with one secret.
+/// Verifies tokens with the secret (and, during a rollover, the previous
+/// one); mints with the secret.
 #[derive(Clone)]
 pub struct Authenticator {
     secret: Vec<u8>,
+    previous: Option<Vec<u8>>,
 }
 
 impl Authenticator {
     pub fn new(secret: impl Into<Vec<u8>>) -> Authenticator {
         Authenticator {
             secret: secret.into(),
+            previous: None,
         }
     }
 
-    /// The configured secret, or the data dir's secret file (created if absent).
+    /// Also accepts tokens signed with `previous` (a secret being rotated out).
+    pub fn with_previous(mut self, previous: impl Into<Vec<u8>>) -> Authenticator {
+        self.previous = Some(previous.into());
+        self
+    }
+
+    /// The configured secret, or the data dir's secret file (created if
+    /// absent); with `auth.previous_secret` if set.
     pub fn from_config(config: &AuthConfig, data_dir: &Path) -> Result<Authenticator, AuthError> {
+        let current = Self::current(config, data_dir)?;
+        Ok(match config.previous_secret.as_str() {
+            "" => current,
+            previous => current.with_previous(previous.as_bytes()),
+        })
+    }
+
+    fn current(config: &AuthConfig, data_dir: &Path) -> Result<Authenticator, AuthError> {
         if !config.secret.is_empty() {
             return Ok(Authenticator::new(config.secret.as_bytes()));
         }
@@ -48,7 +66,13 @@ impl Authenticator {
     }
 
     pub fn verify(&self, token: &str, uid: u64, now_unix_secs: u64) -> Result<(), TokenError> {
-        token::verify(&self.secret, token, uid, now_unix_secs)
+        let result = token::verify(&self.secret, token, uid, now_unix_secs);
+        match (&result, &self.previous) {
+            (Err(TokenError::BadSignature), Some(previous)) => {
+                token::verify(previous, token, uid, now_unix_secs)
+            }
+            _ => result,
+        }
     }
 
     pub fn mint(&self, uid: u64, ttl_secs: u64) -> String {
@@ -125,5 +149,28 @@ mod tests {
         let auth = Authenticator::from_config(&config, Path::new("/nonexistent")).unwrap();
         let token = protocol::token::mint(b"s3cret", 1, unix_secs() + 10);
         assert_eq!(auth.verify(&token, 1, unix_secs()), Ok(()));
+    }
+
+    #[test]
+    fn during_a_rollover_both_secrets_verify_and_the_new_one_mints() {
+        let config = AuthConfig {
+            secret: "new-secret".into(),
+            previous_secret: "old-secret".into(),
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::from_config(&config, Path::new("/nonexistent")).unwrap();
+        let now = unix_secs();
+        let old = protocol::token::mint(b"old-secret", 1, now + 10);
+        assert_eq!(auth.verify(&old, 1, now), Ok(()));
+        let minted = auth.mint(1, 10);
+        assert_eq!(
+            protocol::token::verify(b"new-secret", &minted, 1, now),
+            Ok(())
+        );
+        let forged = protocol::token::mint(b"other", 1, now + 10);
+        assert_eq!(auth.verify(&forged, 1, now), Err(TokenError::BadSignature));
+        // After the rollover the old secret is gone.
+        let after = Authenticator::new("new-secret");
+        assert_eq!(after.verify(&old, 1, now), Err(TokenError::BadSignature));
     }
 }

@@ -16,6 +16,10 @@ pub struct AuthConfig {
     pub secret: String,
     /// Lifetime of tokens minted by `im-server token` unless `--ttl` says otherwise.
     pub token_ttl_secs: u64,
+    /// During a rollover: the secret being replaced. Tokens it signed are
+    /// still accepted; new tokens are signed with `secret` only. Empty (the
+    /// default): none. Or the environment variable `IM_AUTH_PREVIOUS_SECRET`.
+    pub previous_secret: String,
 }
 
 impl Default for AuthConfig {
@@ -23,21 +27,26 @@ impl Default for AuthConfig {
         AuthConfig {
             secret: String::new(),
             token_ttl_secs: 7 * 24 * 3600,
+            previous_secret: String::new(),
         }
     }
 }
 
 /// The environment variable that overrides `auth.secret`.
 pub const SECRET_ENV: &str = "IM_AUTH_SECRET";
+/// The environment variable that overrides `auth.previous_secret`.
+pub const PREVIOUS_SECRET_ENV: &str = "IM_AUTH_PREVIOUS_SECRET";
 
 impl AuthConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         positive(&[("auth.token_ttl_secs", self.token_ttl_secs)])
     }
 
-    /// `IM_AUTH_SECRET`, when set and not empty, wins over the file.
+    /// `IM_AUTH_SECRET` and `IM_AUTH_PREVIOUS_SECRET`, when set and not
+    /// empty, win over the file.
     pub fn apply_env(&mut self) {
         runtime::config::secret_from_env(SECRET_ENV, &mut self.secret);
+        runtime::config::secret_from_env(PREVIOUS_SECRET_ENV, &mut self.previous_secret);
     }
 }
 

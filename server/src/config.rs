@@ -214,9 +214,13 @@ impl Config {
     pub fn printable(&self) -> Result<String, toml::ser::Error> {
         let mut shown = self.clone();
         let keys = shown.api.keys.iter_mut();
-        for secret in [&mut shown.auth.secret, &mut shown.link.secret]
-            .into_iter()
-            .chain(keys)
+        for secret in [
+            &mut shown.auth.secret,
+            &mut shown.auth.previous_secret,
+            &mut shown.link.secret,
+        ]
+        .into_iter()
+        .chain(keys)
         {
             if !secret.is_empty() {
                 *secret = match secret.split_once(':') {
@@ -242,6 +246,7 @@ mod tests {
     fn printing_hides_every_secret_and_keeps_key_names() {
         let mut config = Config::default();
         config.auth.secret = "auth-secret-value".into();
+        config.auth.previous_secret = "old-secret-value".into();
         config.link.secret = "link-secret-value".into();
         config.api.keys = vec![
             "billing:api-secret-value-1".into(),
