@@ -38,6 +38,17 @@ pub struct GatewayConfig {
     pub inbound_frames_per_sec: u32,
     /// ...with bursts up to this many. Beyond: RATE_LIMITED; twice beyond: closed.
     pub inbound_burst: u32,
+    /// New connections per second from one IP address (accept time; over:
+    /// one RATE_LIMITED frame, then closed); 0, the default, no limit.
+    /// Clients behind one NAT share it.
+    pub connections_per_sec_per_ip: u32,
+    /// ...with bursts up to this many.
+    pub connection_burst_per_ip: u32,
+    /// Failed logins per minute from one IP address; past it, logins from
+    /// there are refused RATE_LIMITED, unverified, for the rest of the
+    /// minute (logins already on their way to the logic tier when the
+    /// budget runs out still count). 0: no limit.
+    pub failed_logins_per_min_per_ip: u32,
     /// Connections accepted per wake of the listener before it hands them out.
     pub accept_batch: usize,
     /// On SIGTERM, how long to flush queued frames before closing regardless.
@@ -102,6 +113,9 @@ impl Default for GatewayConfig {
             max_outbound_bytes: 512 * 1024,
             inbound_frames_per_sec: 1000,
             inbound_burst: 2000,
+            connections_per_sec_per_ip: 0,
+            connection_burst_per_ip: 200,
+            failed_logins_per_min_per_ip: 100,
             accept_batch: 256,
             shutdown_grace_secs: 5,
             tls: TlsConfig::default(),
@@ -111,8 +125,23 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// The per-address limits (`abuse.rs`).
+    pub fn source_policy(&self) -> crate::abuse::SourcePolicy {
+        crate::abuse::SourcePolicy {
+            connections_per_sec: self.connections_per_sec_per_ip,
+            connection_burst: self.connection_burst_per_ip,
+            failed_logins_per_min: self.failed_logins_per_min_per_ip,
+        }
+    }
+
     /// Checks the section; the error names the field.
     pub fn validate(&self) -> Result<(), Invalid> {
+        if self.connections_per_sec_per_ip > 0 && self.connection_burst_per_ip == 0 {
+            return Err(Invalid::new(
+                "gateway.connection_burst_per_ip",
+                "must be at least 1 when gateway.connections_per_sec_per_ip is set",
+            ));
+        }
         if !self.listen.is_empty() {
             self.listen_addr()?;
         }

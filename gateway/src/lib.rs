@@ -26,6 +26,7 @@
 //! function. The crate knows the logic tier only as the other end of the
 //! link: the `server` crate wires the two together.
 
+pub mod abuse;
 pub mod config;
 pub mod link;
 pub mod listener;
@@ -139,6 +140,7 @@ pub fn start(
     let shared = Arc::new(config.clone());
     let shutdown = Arc::new(AtomicBool::new(false));
     let open_connections = Arc::new(AtomicUsize::new(0));
+    let sources = Arc::new(abuse::SourceLimits::new(config.source_policy()));
 
     let mut handoffs = Vec::new();
     let mut mailboxes = Vec::new();
@@ -174,6 +176,7 @@ pub fn start(
             metrics: metrics.block(),
             shutdown: shutdown.clone(),
             open_connections: open_connections.clone(),
+            sources: sources.clone(),
         };
         workers.push(Worker::new(parts, shared.clone()));
     }
@@ -190,6 +193,7 @@ pub fn start(
         accept_batch: config.accept_batch,
         max_connections: config.max_connections,
         open_connections: open_connections.clone(),
+        sources,
         shutdown: shutdown.clone(),
         metrics: metrics.block(),
     };

@@ -11,7 +11,7 @@
 //! got some is woken once per batch, not once per connection.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -22,6 +22,7 @@ use mio::{Events, Interest, Poll, Token};
 use protocol::body::error_frame;
 use protocol::{ErrorCode, FrameCodec};
 
+use crate::abuse::SourceLimits;
 use crate::link::Wake;
 use crate::metrics::{Block, Counter};
 use crate::transport::Kind;
@@ -44,6 +45,8 @@ pub struct Listener {
     pub accept_batch: usize,
     pub max_connections: usize,
     pub open_connections: Arc<AtomicUsize>,
+    /// New connections per second per source address.
+    pub sources: Arc<SourceLimits>,
     pub shutdown: Arc<AtomicBool>,
     pub metrics: Arc<Block>,
 }
@@ -102,7 +105,9 @@ impl Listener {
         loop {
             for _ in 0..self.accept_batch {
                 match self.listeners[listener].0.accept() {
-                    Ok((stream, _)) => self.hand_out(stream, kind, next_worker, &mut woken),
+                    Ok((stream, peer)) => {
+                        self.hand_out(stream, peer.ip(), kind, next_worker, &mut woken)
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.wake(&mut woken);
                         return None;
@@ -123,13 +128,29 @@ impl Listener {
     fn hand_out(
         &mut self,
         stream: TcpStream,
+        peer: IpAddr,
         kind: Kind,
         next_worker: &mut usize,
         woken: &mut [bool],
     ) {
         if self.open_connections.load(Ordering::Acquire) >= self.max_connections {
             self.metrics.add(Counter::Refused, 1);
-            refuse(stream, kind);
+            refuse(
+                stream,
+                kind,
+                ErrorCode::Unavailable,
+                "server full: max_connections reached",
+            );
+            return;
+        }
+        if !self.sources.admit_connection(peer) {
+            self.metrics.add(Counter::AcceptRateLimited, 1);
+            refuse(
+                stream,
+                kind,
+                ErrorCode::RateLimited,
+                "too many new connections from this address, retry later",
+            );
             return;
         }
         // Frames are small and we batch writes ourselves: no Nagle delay.
@@ -159,19 +180,15 @@ impl Listener {
     }
 }
 
-/// Tells a connection over the limit why it is closed: one UNAVAILABLE
-/// frame into the fresh socket's empty send buffer, then close. (A TLS
-/// client cannot read a plaintext frame: it just sees the close.)
-fn refuse(mut stream: TcpStream, kind: Kind) {
+/// Tells a connection over a limit why it is closed: one error frame into
+/// the fresh socket's empty send buffer, then close. (A TLS or WebSocket
+/// client cannot read a bare frame: it just sees the close.)
+fn refuse(mut stream: TcpStream, kind: Kind, code: ErrorCode, why: &str) {
     if kind != Kind::Plain {
         let _ = stream.shutdown(std::net::Shutdown::Both);
         return;
     }
-    let frame = error_frame(
-        0,
-        ErrorCode::Unavailable,
-        "server full: max_connections reached",
-    );
+    let frame = error_frame(0, code, why);
     if let Ok(bytes) = FrameCodec::default().encode_to_bytes(&frame) {
         let _ = stream.write(&bytes);
     }

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 metric_table! { pub Counter, COUNTERS,
     Accepted => "im_gateway_connections_accepted_total", "Connections accepted and handed to a worker.";
     Refused => "im_gateway_connections_refused_total", "Connections refused because max_connections was reached.";
+    AcceptRateLimited => "im_gateway_accept_rate_limited_total", "Connections refused at accept because their address opened too many per second.";
+    LoginsThrottled => "im_gateway_logins_throttled_total", "Logins refused RATE_LIMITED, unverified, because their address failed too many this minute.";
+    LoginsFailed => "im_gateway_logins_failed_total", "Logins the logic tier refused (the per-address failure budget counts them).";
     Logins => "im_gateway_logins_total", "Logins accepted by the logic tier.";
     FramesIn => "im_gateway_frames_in_total", "Frames decoded from clients.";
     FramesOut => "im_gateway_frames_out_total", "Frames queued to clients.";

@@ -30,6 +30,7 @@ use runtime::rate::Admit;
 use runtime::timer::TimerWheel;
 use slab::Slab;
 
+use crate::abuse::SourceLimits;
 use crate::config::GatewayConfig;
 use crate::link::{Inbox, Uplink, UplinkError};
 use crate::metrics::{Block, CloseReason, Counter, Gauge};
@@ -86,6 +87,8 @@ pub struct WorkerParts {
     pub shutdown: Arc<AtomicBool>,
     /// Connections open across the gateway, shared with the listener.
     pub open_connections: Arc<AtomicUsize>,
+    /// Failed logins per source address, shared by every worker.
+    pub sources: Arc<SourceLimits>,
 }
 
 pub struct Worker {
@@ -104,6 +107,8 @@ pub struct Worker {
     metrics: Arc<Block>,
     shutdown: Arc<AtomicBool>,
     open_connections: Arc<AtomicUsize>,
+    /// Failed logins per source address (shared by every worker).
+    sources: Arc<SourceLimits>,
     /// The worker's clock starts here; timers run in milliseconds since.
     epoch: Instant,
     /// Shared read area: only a partial frame's bytes are copied to a session.
@@ -141,6 +146,7 @@ impl Worker {
             metrics: parts.metrics,
             shutdown: parts.shutdown,
             open_connections: parts.open_connections,
+            sources: parts.sources,
             epoch,
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
             dirty: Vec::new(),
@@ -547,6 +553,17 @@ impl Worker {
         }
     }
 
+    /// The session's peer address (one getpeername, at login time only:
+    /// sessions do not keep it).
+    fn peer_ip(&self, slot: usize) -> Option<std::net::IpAddr> {
+        self.sessions[slot]
+            .transport
+            .tcp()
+            .peer_addr()
+            .ok()
+            .map(|a| a.ip())
+    }
+
     fn on_login(&mut self, slot: usize, req_id: u64, login: pb::LoginReq) {
         if login.device_id.is_empty() || login.device_id.len() > 64 {
             return self.close_with_error(
@@ -555,6 +572,17 @@ impl Worker {
                 ErrorCode::InvalidArgument,
                 "device_id must be 1 to 64 bytes",
                 CloseReason::InvalidLogin,
+            );
+        }
+        let peer = self.peer_ip(slot);
+        if peer.is_some_and(|ip| !self.sources.login_allowed(ip)) {
+            self.metrics.add(Counter::LoginsThrottled, 1);
+            return self.close_with_error(
+                slot,
+                req_id,
+                ErrorCode::RateLimited,
+                "too many failed logins from this address, retry later",
+                CloseReason::RateLimited,
             );
         }
         let serial = self.sessions[slot].serial;
@@ -591,7 +619,16 @@ impl Worker {
                     self.on_login_accepted(slot, uid, req_id, now)
                 }
                 Downcall::Frame { frame, .. } => self.queue(slot, frame),
-                Downcall::Close { last, .. } => self.close(slot, CloseReason::ClosedByLogic, last),
+                Downcall::Close { last, .. } => {
+                    if self.sessions[slot].state == State::Authenticating {
+                        // The logic tier refused the login.
+                        self.metrics.add(Counter::LoginsFailed, 1);
+                        if let Some(ip) = self.peer_ip(slot) {
+                            self.sources.login_failed(ip);
+                        }
+                    }
+                    self.close(slot, CloseReason::ClosedByLogic, last)
+                }
             }
         }
     }

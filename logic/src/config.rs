@@ -153,6 +153,11 @@ pub struct LogicConfig {
     /// Messages per second one user may send, and the burst allowed.
     pub messages_per_sec: u32,
     pub message_burst: u32,
+    /// Failed logins per minute for one uid; past it, that uid's logins are
+    /// refused RATE_LIMITED, unverified, for the rest of the minute (its
+    /// owner's too: a guesser can hold an account off for a minute at a
+    /// time, never get in). 0: no limit.
+    pub failed_logins_per_min_per_uid: u32,
     /// Words that get a message refused with CONTENT_REJECTED (ASCII case-insensitive).
     pub content_filter: Vec<String>,
     /// An unacked push is resent after this...
@@ -186,6 +191,7 @@ impl Default for LogicConfig {
             max_content_bytes: 16_384,
             messages_per_sec: 200,
             message_burst: 400,
+            failed_logins_per_min_per_uid: 20,
             content_filter: Vec::new(),
             push_resend_first_ms: 2_000,
             push_resend_second_ms: 4_000,

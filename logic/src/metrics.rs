@@ -10,6 +10,7 @@ use runtime::metrics::{Cells, Histogram, Kind, write_family, write_histograms, w
 metric_table! { pub Counter, COUNTERS,
     Logins => "im_logic_logins_total", "Logins whose token verified.";
     LoginsRefused => "im_logic_logins_refused_total", "Logins refused with AUTH_FAILED.";
+    LoginsThrottled => "im_logic_logins_throttled_total", "Logins refused RATE_LIMITED, unverified, because their uid failed too many this minute.";
     MessagesStored => "im_logic_messages_stored_total", "New messages committed to storage.";
     Duplicates => "im_logic_duplicate_sends_total", "Sends answered with the message an earlier send of the same client_msg_id stored.";
     Batches => "im_logic_commit_batches_total", "Transactions the writer committed.";

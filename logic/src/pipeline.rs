@@ -29,7 +29,7 @@ use protocol::body::{error_frame, kick_frame};
 use protocol::link::{Downcall, Downlink, SessionId, Upcall};
 use protocol::{Body, ErrorCode, Frame, FrameCodec};
 use runtime::config::Invalid;
-use runtime::rate::TokenBucket;
+use runtime::rate::{FixedWindow, TokenBucket};
 
 use crate::acks::{AckPolicy, AckTracker, Due};
 use crate::auth::Authenticator;
@@ -84,6 +84,8 @@ pub struct Pipeline {
     pub(crate) filter: ContentFilter,
     /// Per-user send rate limits.
     pub(crate) limits: HashMap<u64, TokenBucket>,
+    /// Failed logins per uid this minute.
+    pub(crate) login_failures: HashMap<u64, FixedWindow>,
     pub(crate) acks: AckTracker,
     pub(crate) offline: Arc<dyn OfflineNotifier>,
     pub(crate) config: LogicConfig,
@@ -117,6 +119,7 @@ impl Pipeline {
             filter: ContentFilter::new(&config.content_filter)
                 .map_err(|e| Invalid::new("logic.content_filter", e))?,
             limits: HashMap::new(),
+            login_failures: HashMap::new(),
             acks: AckTracker::new(
                 AckPolicy {
                     first_resend: Duration::from_millis(config.push_resend_first_ms),

@@ -66,6 +66,34 @@ impl TokenBucket {
     }
 }
 
+/// Events counted in fixed windows: "at most `limit` per `window_ms`".
+/// For failures (failed logins), where a refused attempt must cost nothing
+/// and a budget per minute reads better than a rate per second.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FixedWindow {
+    start_ms: u64,
+    count: u32,
+}
+
+impl FixedWindow {
+    /// Whether fewer than `limit` events were counted in the window that
+    /// holds `now_ms` (a window that ended counts nothing).
+    pub fn allows(&self, now_ms: u64, window_ms: u64, limit: u32) -> bool {
+        now_ms.saturating_sub(self.start_ms) >= window_ms || self.count < limit
+    }
+
+    /// Counts one event at `now_ms`, starting a new window if the last ended.
+    pub fn count(&mut self, now_ms: u64, window_ms: u64) {
+        if now_ms.saturating_sub(self.start_ms) >= window_ms {
+            *self = FixedWindow {
+                start_ms: now_ms,
+                count: 0,
+            };
+        }
+        self.count = self.count.saturating_add(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +127,18 @@ mod tests {
         assert!(bucket.take_all_or_none(0, 2, 10, 10));
         assert!(!bucket.take_all_or_none(99, 1, 10, 10));
         assert!(bucket.take_all_or_none(100, 1, 10, 10));
+    }
+
+    #[test]
+    fn a_fixed_window_allows_its_budget_then_resets() {
+        let mut window = FixedWindow::default();
+        for t in 0..3 {
+            assert!(window.allows(1_000 + t, 60_000, 3));
+            window.count(1_000 + t, 60_000);
+        }
+        assert!(!window.allows(30_000, 60_000, 3));
+        assert!(window.allows(61_000, 60_000, 3), "a new window");
+        window.count(61_000, 60_000);
+        assert!(window.allows(61_001, 60_000, 3));
     }
 }

@@ -1,4 +1,5 @@
-//! Login (the gateway's `Upcall::Login`): verify the token, take the
+//! Login (the gateway's `Upcall::Login`): refuse a uid with too many
+//! failed logins this minute, verify the token, take the
 //! device's place in presence (kicking the session it replaces), tell the
 //! presence directory, and let the gateway answer LoginResp.
 
@@ -12,19 +13,54 @@ use crate::metrics::Counter;
 use crate::pipeline::Pipeline;
 use crate::presence::Device;
 
+/// Failed-login windows are a minute long.
+const MINUTE_MS: u64 = 60_000;
+
+/// Uids whose failures are tracked before the table is forgotten (which
+/// only grants each a fresh budget).
+const MAX_TRACKED: usize = 1_000_000;
+
 impl Pipeline {
+    /// Closes the connection after an error answering its LoginReq.
+    fn refuse_login(&self, session: SessionId, req_id: u64, code: ErrorCode, why: &str) {
+        let last = self.encode(&error_frame(req_id, code, why));
+        self.downlink.send(Downcall::Close { session, last });
+    }
+
     pub(crate) fn login(&mut self, session: SessionId, req_id: u64, login: pb::LoginReq) {
         let now = unix_secs();
+        let limit = self.config.failed_logins_per_min_per_uid;
+        let now_ms = self.now_ms();
+        let over = limit > 0
+            && self
+                .login_failures
+                .get(&login.uid)
+                .is_some_and(|w| !w.allows(now_ms, MINUTE_MS, limit));
+        if over {
+            self.metrics.add(Counter::LoginsThrottled, 1);
+            return self.refuse_login(
+                session,
+                req_id,
+                ErrorCode::RateLimited,
+                "too many failed logins for this uid, retry later",
+            );
+        }
         if let Err(e) = self.auth.verify(&login.token, login.uid, now) {
             log::info!("login refused for uid {}: {e}", login.uid);
             self.metrics.add(Counter::LoginsRefused, 1);
-            let last = self.encode(&error_frame(
+            if limit > 0 {
+                if self.login_failures.len() > MAX_TRACKED {
+                    self.login_failures.clear();
+                }
+                let window = self.login_failures.entry(login.uid).or_default();
+                window.count(now_ms, MINUTE_MS);
+            }
+            return self.refuse_login(
+                session,
                 req_id,
                 ErrorCode::AuthFailed,
                 "authentication failed",
-            ));
-            self.downlink.send(Downcall::Close { session, last });
-            return;
+            );
         }
         let device = Device {
             device_id: login.device_id,
