@@ -89,9 +89,7 @@ fn a_failed_login_flood_from_one_address_is_throttled_and_others_are_unaffected(
                     i += 1;
                     let uid = 1000 + t * 1_000_000 + i;
                     let result = connect_from(addr, [127, 0, 0, 2])
-                        .and_then(|mut c| {
-                            Ok(c.login(uid, "1000.1.forged", "d", pb::Platform::Mobile))
-                        })
+                        .map(|mut c| c.login(uid, "1000.1.forged", "d", pb::Platform::Mobile))
                         .expect("connect");
                     match result {
                         Err(e) if e.code() == Some(ErrorCode::AuthFailed) => failed += 1,
