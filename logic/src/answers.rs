@@ -55,6 +55,9 @@ impl<T> Answers<T> {
             }
             Err(e) => {
                 self.metrics.add(Counter::StorageErrors, 1);
+                if matches!(e, StoreError::DiskFull(_)) {
+                    self.metrics.add(Counter::DiskFull, 1);
+                }
                 tickets.into_iter().map(|t| (t, Err(e.clone()))).collect()
             }
         };

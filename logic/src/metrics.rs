@@ -16,6 +16,7 @@ metric_table! { pub Counter, COUNTERS,
     Batches => "im_logic_commit_batches_total", "Transactions the writer committed.";
     CommittedWrites => "im_logic_committed_writes_total", "Writes committed (sends, reads, deletes, profiles); over batches: the mean batch size.";
     StorageErrors => "im_logic_storage_errors_total", "Batches that failed and were rolled back; their writes were answered UNAVAILABLE.";
+    DiskFull => "im_logic_storage_disk_full_total", "Batches refused because the disk was full or read-only (also in storage_errors_total); writes resume once space is freed.";
     Pushes => "im_logic_pushes_total", "Pushes sent to devices (first sends).";
     PushResends => "im_logic_push_resends_total", "Pushes resent because no PushAck came in time.";
     AckTimeoutCloses => "im_logic_ack_timeout_closes_total", "Sessions closed because their pushes went unacked.";

@@ -120,6 +120,10 @@ pub enum StoreError {
     /// did not happen. Clients get UNAVAILABLE and may retry.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The disk (or file system) is full or read-only: writes are refused
+    /// until space is freed; reads go on. Clients get UNAVAILABLE.
+    #[error("storage unavailable, disk full: {0}")]
+    DiskFull(String),
     /// The data is not what the schema promises.
     #[error("storage corrupt: {0}")]
     Corrupt(String),

@@ -119,10 +119,19 @@ impl From<&Row> for ConvRow {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("journal i/o on {path}: {source}")]
+    #[error("journal i/o on {path}: {source}{}", disk_full_note(source))]
     Io { path: PathBuf, source: io::Error },
     #[error("journal damaged: {0}")]
     Damaged(String),
+}
+
+/// Says "disk full" in words an operator greps for.
+fn disk_full_note(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::StorageFull => " (disk full: writes are refused until space is freed)",
+        io::ErrorKind::ReadOnlyFilesystem => " (read-only file system)",
+        _ => "",
+    }
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -313,6 +322,9 @@ pub struct JournalFile {
     segment: Arc<Segment>,
     tail: Arc<Tail>,
     len: u64,
+    /// The segment file's length: zero-filled ahead of `len`, or as far as
+    /// records that ran past its end took it.
+    allocated: u64,
     /// Closed segments, oldest first: (first lsn, path).
     closed: VecDeque<(u64, PathBuf)>,
     /// The current segment's first lsn.
@@ -341,6 +353,7 @@ impl JournalFile {
             }),
             segment,
             len: 0,
+            allocated: SEGMENT_BYTES,
             closed: VecDeque::new(),
             first_lsn,
             buf: Vec::new(),
@@ -354,8 +367,11 @@ impl JournalFile {
 
     /// Writes one record after the last, without waiting for the disk
     /// ([`Tail::sync`] does). After an error nothing of the record counts:
-    /// it is zeroed out again, or, if that fails too, every later append
-    /// is refused.
+    /// what of it landed in the file's allocated space is zeroed again and
+    /// what ran past the file's end is cut off, neither of which needs free
+    /// space, so a full disk refuses this record and the next one goes in
+    /// once space is freed. If even that fails, every later append is
+    /// refused (what is on disk is no longer known).
     pub fn append(&mut self, record: &Record) -> Result<(), LogError> {
         if self.tail.failed.load(Ordering::Acquire) {
             return Err(self.tail.failure());
@@ -363,15 +379,21 @@ impl JournalFile {
         encode(record, &mut self.buf);
         let file = &self.segment.file;
         if let Err(e) = file.write_all_at(&self.buf, self.len) {
-            // Zero what part of the record was written, so the next record
-            // does not follow a torn one.
-            let zeros = vec![0; self.buf.len()];
-            if file.write_all_at(&zeros, self.len).is_err() {
+            let inside = (self.allocated.saturating_sub(self.len) as usize).min(self.buf.len());
+            let undone = file
+                .write_all_at(&vec![0; inside], self.len)
+                .and_then(|()| file.set_len(self.allocated));
+            if let Err(undo) = undone {
+                log::error!(
+                    "journal: cannot undo a failed write in {} ({undo}); no more writes until a restart",
+                    self.segment.path.display()
+                );
                 self.tail.failed.store(true, Ordering::Release);
             }
             return Err(io_at(&self.segment.path)(e));
         }
         self.len += self.buf.len() as u64;
+        self.allocated = self.allocated.max(self.len);
         self.tail.written.store(record.lsn, Ordering::Release);
         Ok(())
     }
@@ -393,6 +415,7 @@ impl JournalFile {
         self.closed.push_back((self.first_lsn, old.path.clone()));
         self.first_lsn = next_lsn;
         self.len = 0;
+        self.allocated = SEGMENT_BYTES;
         Ok(())
     }
 
@@ -450,7 +473,8 @@ fn open_segment(dir: &Path, path: &Path) -> Result<File, LogError> {
     Ok(file)
 }
 
-/// A new file of `SEGMENT_BYTES` zeros, on disk.
+/// A new file of `SEGMENT_BYTES` zeros, on disk; on failure (a full disk)
+/// none, so that a later try can make it.
 fn zero_filled(path: &Path) -> Result<File, LogError> {
     let file = OpenOptions::new()
         .create_new(true)
@@ -458,11 +482,14 @@ fn zero_filled(path: &Path) -> Result<File, LogError> {
         .open(path)
         .map_err(io_at(path))?;
     let zeros = vec![0; 1 << 20];
-    for chunk in 0..SEGMENT_BYTES / zeros.len() as u64 {
-        file.write_all_at(&zeros, chunk * zeros.len() as u64)
-            .map_err(io_at(path))?;
+    let filled = (0..SEGMENT_BYTES / zeros.len() as u64)
+        .try_for_each(|chunk| file.write_all_at(&zeros, chunk * zeros.len() as u64))
+        .and_then(|()| file.sync_all());
+    if let Err(e) = filled {
+        drop(file);
+        let _ = fs::remove_file(path);
+        return Err(io_at(path)(e));
     }
-    file.sync_all().map_err(io_at(path))?;
     Ok(file)
 }
 

@@ -1,0 +1,158 @@
+//! A full disk under the embedded store, on a small tmpfs this test mounts
+//! (root, as CI runs): sends are refused UNAVAILABLE once the journal
+//! cannot grow, nothing acknowledged is lost, nothing refused is stored,
+//! and writes resume by themselves once space is freed: no restart.
+
+#[path = "contract/harness.rs"]
+mod harness;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use client::Client;
+use harness::*;
+use protocol::{ErrorCode, pb};
+
+/// A tmpfs of `size` mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = std::env::temp_dir().join(format!("im-disk-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a file until the file system is full; returns its path.
+fn fill(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0xAB; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+fn try_send(client: &mut Client, cmid: &str) -> Result<pb::SendResp, client::ClientError> {
+    client.call(pb::SendReq {
+        to_uid: 2,
+        client_msg_id: cmid.into(),
+        content_type: 0,
+        content: vec![b'x'; 16_000],
+    })
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_what_was_acked_and_recovers_when_space_is_freed() {
+    let disk = Tmpfs::mount("40m");
+    let data = disk.0.join("data");
+    let node = TestNode::with(Store::Sqlite, |config| {
+        config.admin.listen = "127.0.0.1:0".into();
+        config.storage.data_dir = data.display().to_string();
+        config.logic.messages_per_sec = 100_000;
+        config.logic.message_burst = 100_000;
+    });
+    let mut alice = node.login(1, "phone");
+    send(&mut alice, 2, "before", b"room to spare");
+    let filler = fill(&disk.0);
+
+    // 16 KB messages until the journal cannot take one more.
+    let mut acked = vec!["before".to_owned()];
+    let mut refused = None;
+    for n in 0..5_000 {
+        let cmid = format!("full-{n}");
+        match try_send(&mut alice, &cmid) {
+            Ok(resp) => {
+                assert_eq!(resp.seq as usize, acked.len() + 1);
+                acked.push(cmid);
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
+                refused = Some(cmid);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the disk filled up");
+    assert!(node.metric("im_logic_storage_disk_full_total").unwrap_or(0) >= 1);
+    // Still full: still refused, and the connection is still usable.
+    expect_code(try_send(&mut alice, "still-full"), ErrorCode::Unavailable);
+
+    // Space freed: the refused message goes in on its retry, no restart.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let resp = loop {
+        match try_send(&mut alice, &refused) {
+            Ok(resp) => break resp,
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "writes did not resume after space was freed"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    assert!(!resp.duplicate, "the refused send was not stored");
+    acked.push(refused);
+    let after = send(&mut alice, 2, "after", b"space again");
+    assert_eq!(after.seq as usize, acked.len() + 1);
+    acked.push("after".into());
+
+    // Everything acked, once, in order, without gaps; nothing refused.
+    let mut bob = node.login(2, "phone");
+    // Newest page first, then the pages before it.
+    let mut stored = Vec::new();
+    let mut before_seq = 0;
+    loop {
+        let page = bob
+            .call(pb::HistoryReq {
+                peer_uid: 1,
+                after_seq: 0,
+                before_seq,
+                limit: 200,
+            })
+            .expect("history");
+        stored.extend(
+            page.messages
+                .iter()
+                .map(|m| (m.seq, m.client_msg_id.clone())),
+        );
+        match page.messages.first() {
+            Some(first) if page.more => before_seq = first.seq,
+            _ => break,
+        }
+    }
+    stored.sort();
+    let expected: Vec<(u64, String)> = acked
+        .iter()
+        .enumerate()
+        .map(|(i, cmid)| (i as u64 + 1, cmid.clone()))
+        .collect();
+    assert_eq!(stored.len(), expected.len());
+    assert!(stored == expected, "history differs from what was acked");
+    eprintln!(
+        "disk full after {} acked 16 KB messages; refused UNAVAILABLE while full; resumed after freeing space",
+        acked.len() - 2
+    );
+}
