@@ -45,7 +45,7 @@ cleanup() {
   stop_server
   rm -rf "$dir"
   if [ "$backend_toml" = mysql ]; then
-    for name in idle tput lat storm; do mysql -uroot -e "DROP DATABASE IF EXISTS im_bench_$name" 2>/dev/null || true; done
+    for name in idle tput cpu lat storm; do mysql -uroot -e "DROP DATABASE IF EXISTS im_bench_$name" 2>/dev/null || true; done
   fi
 }
 trap cleanup EXIT
@@ -90,8 +90,14 @@ row "idle memory" "$(json_field "$r" connections) sessions, $(json_field "$r" se
 stop_server
 
 current=tput; start_server "$bin/im-server" "$port" "$dir/tput" "$(storage_toml tput)"
-r=$(lt pairs --pairs 10 --window 64 --duration $secs)
-row "durable throughput" "$(json_field "$r" delivered_per_sec) delivered/s, lost $(json_field "$r" lost), ack p99 $(json_field "$r" ack_p99_ms) ms" "im-loadtest pairs --pairs 10 --window 64 --duration $secs"
+r=$(lt pairs --pairs 10 --window 64 --duration $secs --server-pid "$SERVER_PID")
+row "durable throughput" "$(json_field "$r" delivered_per_sec) delivered/s, lost $(json_field "$r" lost), ack p99 $(json_field "$r" ack_p99_ms) ms, server CPU $(json_field "$r" server_cpu_us_per_msg) µs/msg" "im-loadtest pairs --pairs 10 --window 64 --duration $secs --server-pid PID"
+stop_server
+
+# The hardening issue's CPU workload: many pairs, a small window, 64-byte messages.
+current=cpu; start_server "$bin/im-server" "$port" "$dir/cpu" "$(storage_toml cpu)"
+r=$(lt pairs --pairs 500 --window 16 --size 64 --duration $secs --server-pid "$SERVER_PID")
+row "CPU per message" "server $(json_field "$r" server_cpu_us_per_msg) µs, load tester $(json_field "$r" loadtest_cpu_us_per_msg) µs per delivered message at $(json_field "$r" delivered_per_sec) delivered/s, lost $(json_field "$r" lost)" "im-loadtest pairs --pairs 500 --window 16 --size 64 --duration $secs --server-pid PID"
 stop_server
 
 current=lat; start_server "$bin/im-server" "$port" "$dir/lat" "$(storage_toml lat)"

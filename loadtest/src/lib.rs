@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod conn;
+pub mod cpu;
 pub mod fleet;
 pub mod idle;
 pub mod pairs;

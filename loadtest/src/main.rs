@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use loadtest::{idle, pairs, storm};
+use loadtest::{cpu, idle, pairs, storm};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -105,6 +105,9 @@ struct PairsArgs {
     /// (to line up the slow ones with a trace of the server).
     #[arg(long)]
     latency_log: Option<std::path::PathBuf>,
+    /// The server's pid, to report its CPU time per delivered message.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Args, Default, Deserialize)]
@@ -223,8 +226,16 @@ fn run() -> anyhow::Result<i32> {
                 sources,
                 latency_log: a.latency_log.or(f.latency_log),
             };
+            let server_pid = a.server_pid.or(f.server_pid);
+            let cpu_before = (server_pid.and_then(cpu::process_cpu), cpu::own_cpu());
             let r = pairs::run(&config)?;
             let v = r.verdict;
+            let server_cpu = cpu::micros_per(
+                cpu_before.0,
+                server_pid.and_then(cpu::process_cpu),
+                v.delivered,
+            );
+            let own_cpu = cpu::micros_per(cpu_before.1, cpu::own_cpu(), v.delivered);
             println!(
                 "pairs: {} pairs x {} devices{}",
                 config.pairs,
@@ -248,6 +259,9 @@ fn run() -> anyhow::Result<i32> {
                 "  lost {}  duplicated {}  reordered {}  errors {}",
                 v.lost, v.duplicated, v.reordered, r.errors
             );
+            if let Some(us) = server_cpu {
+                println!("  server CPU {us:.2} µs per delivered message");
+            }
             if cli.common.json {
                 println!(
                     "{}",
@@ -259,6 +273,7 @@ fn run() -> anyhow::Result<i32> {
                         "deliver_p50_ms": r.deliver.p50, "deliver_p90_ms": r.deliver.p90, "deliver_p99_ms": r.deliver.p99,
                         "deliver_p999_ms": r.deliver.p999, "deliver_max_ms": r.deliver.max,
                         "late_p50_ms": r.late.p50, "late_p99_ms": r.late.p99, "late_p999_ms": r.late.p999,
+                        "server_cpu_us_per_msg": server_cpu, "loadtest_cpu_us_per_msg": own_cpu,
                     })
                 );
             }
