@@ -15,6 +15,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/tokens",
     "/v1/presence",
     "/v1/users/{uid}/kick",
+    "/v1/users/{uid}/revoke",
     "/v1/users/{uid}/conversations",
     "/v1/users/{uid}/conversations/{peer_uid}/messages",
     "/v1/users/{uid}/profile",

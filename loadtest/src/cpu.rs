@@ -18,7 +18,9 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     if ticks <= 0 {
         return None;
     }
-    Some(Duration::from_secs_f64((utime + stime) as f64 / ticks as f64))
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / ticks as f64,
+    ))
 }
 
 /// This process's CPU time so far (every thread).
@@ -47,7 +49,10 @@ mod tests {
         std::hint::black_box(x);
         let after = own_cpu().unwrap();
         assert!(after > before, "{before:?} -> {after:?}");
-        assert_eq!(micros_per(Some(Duration::ZERO), Some(Duration::from_millis(1)), 10), Some(100.0));
+        assert_eq!(
+            micros_per(Some(Duration::ZERO), Some(Duration::from_millis(1)), 10),
+            Some(100.0)
+        );
         assert_eq!(micros_per(Some(before), Some(after), 0), None);
     }
 }

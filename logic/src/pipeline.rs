@@ -86,6 +86,8 @@ pub struct Pipeline {
     pub(crate) limits: HashMap<u64, TokenBucket>,
     /// Failed logins per uid this minute.
     pub(crate) login_failures: HashMap<u64, FixedWindow>,
+    /// Per uid: tokens issued at or before this (Unix ms) are revoked.
+    pub(crate) revoked: HashMap<u64, u64>,
     pub(crate) acks: AckTracker,
     pub(crate) offline: Arc<dyn OfflineNotifier>,
     pub(crate) config: LogicConfig,
@@ -120,6 +122,7 @@ impl Pipeline {
                 .map_err(|e| Invalid::new("logic.content_filter", e))?,
             limits: HashMap::new(),
             login_failures: HashMap::new(),
+            revoked: HashMap::new(),
             acks: AckTracker::new(
                 AckPolicy {
                     first_resend: Duration::from_millis(config.push_resend_first_ms),

@@ -20,7 +20,7 @@ use protocol::pb;
 
 use crate::cache::RowChange;
 use crate::ids::MsgIds;
-use crate::store::{ConvRow, Recovered, SentKey, StoreError, WriteStore};
+use crate::store::{ConvRow, Recovered, Revocation, SentKey, StoreError, WriteStore};
 
 /// A write, as the pipeline hands it over (already validated).
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +41,8 @@ pub enum WriteOp {
         nickname: String,
         avatar_url: String,
     },
+    /// `uid`'s tokens issued at or before `before_ms` stop logging in.
+    Revoke { uid: u64, before_ms: u64 },
 }
 
 /// What a committed write did.
@@ -55,6 +57,7 @@ pub enum Outcome {
     Read(ReadOutcome),
     Deleted(ReadOutcome),
     ProfileSet,
+    Revoked(Revocation),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -202,7 +205,7 @@ impl Sequencer {
                     row_keys.insert((*owner, *peer));
                     row_keys.insert((*peer, *owner));
                 }
-                WriteOp::SetProfile { .. } => {}
+                WriteOp::SetProfile { .. } | WriteOp::Revoke { .. } => {}
             }
         }
         let mut sent: HashMap<(u64, String), pb::Message> = store
@@ -251,6 +254,7 @@ impl Sequencer {
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut inserts = Vec::new();
         let mut profiles = Vec::new();
+        let mut revocations = Vec::new();
         for op in ops {
             let outcome = match op {
                 WriteOp::Send {
@@ -332,6 +336,14 @@ impl Sequencer {
                     });
                     Outcome::ProfileSet
                 }
+                WriteOp::Revoke { uid, before_ms } => {
+                    let revocation = Revocation {
+                        uid: *uid,
+                        before_ms: *before_ms,
+                    };
+                    revocations.push(revocation);
+                    Outcome::Revoked(revocation)
+                }
             };
             outcomes.push(outcome);
         }
@@ -345,6 +357,9 @@ impl Sequencer {
         store.put_conversations(&dirty)?;
         if !profiles.is_empty() {
             store.put_profiles(&profiles, now_ms)?;
+        }
+        if !revocations.is_empty() {
+            store.put_revocations(&revocations)?;
         }
         for outcome in &mut outcomes {
             if let Outcome::Read(read) | Outcome::Deleted(read) = outcome {

@@ -145,6 +145,7 @@ pub fn start(
         recovered.max_msg_id,
         recovered.max_version
     );
+    let revocations = writer_store.revocations()?;
     let sequencer = Sequencer::new(recovered, config.node_id, config.row_cache);
     let (write_tx, write_rx) = crossbeam_channel::bounded(config.queue_capacity);
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -227,6 +228,9 @@ pub fn start(
         offline,
         metrics.clone(),
     )?;
+    for revocation in revocations {
+        pipeline.note_revocation(revocation);
+    }
     threads.push(
         thread::Builder::new()
             .name("im-logic".into())

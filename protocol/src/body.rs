@@ -95,6 +95,8 @@ bodies! {
     ProfileResp => Server, "profile_resp";
     SetProfileReq => Client, "set_profile_req";
     SetProfileResp => Server, "set_profile_resp";
+    RevokeTokensReq => Client, "revoke_tokens_req";
+    RevokeTokensResp => Server, "revoke_tokens_resp";
 }
 
 /// A client request and the response body that answers it, so a caller can
@@ -130,6 +132,7 @@ requests! {
     DeleteConversationReq => DeleteConversationResp;
     ProfileReq => ProfileResp;
     SetProfileReq => SetProfileResp;
+    RevokeTokensReq => RevokeTokensResp;
 }
 
 #[cfg(test)]

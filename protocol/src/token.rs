@@ -1,6 +1,10 @@
-//! Login tokens: `<uid>.<expires_unix_secs>.<sig>`, where `sig` is the
-//! base64url (no padding) HMAC-SHA256 of `"<uid>.<expires_unix_secs>"` under
-//! the deployment's secret.
+//! Login tokens: `<uid>.<expires_unix_secs>.<issued_unix_ms>.<sig>`, where
+//! `sig` is the base64url (no padding) HMAC-SHA256 of
+//! `"<uid>.<expires_unix_secs>.<issued_unix_ms>"` under the deployment's
+//! secret. The issue time lets a user's tokens issued before a moment be
+//! revoked (a stolen phone). Tokens of the first format,
+//! `<uid>.<expires_unix_secs>.<sig>`, still verify, as issued at 0: any
+//! revocation of their uid covers them.
 //!
 //! Any service holding the secret can mint tokens (an account service, the
 //! `im-server token` command, the load tester); the logic tier verifies them
@@ -17,7 +21,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// variants exist for the server's log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("token is not <uid>.<expires>.<sig>")]
+    #[error("token is not <uid>.<expires>.<issued>.<sig>")]
     Malformed,
     #[error("token was issued for another uid")]
     WrongUid,
@@ -34,17 +38,50 @@ fn mac(secret: &[u8], claims: &str) -> HmacSha256 {
     mac
 }
 
-/// Mints a token for `uid` valid until `expires_unix_secs` (exclusive).
+/// Mints a token for `uid` valid until `expires_unix_secs` (exclusive),
+/// issued now.
 pub fn mint(secret: &[u8], uid: u64, expires_unix_secs: u64) -> String {
-    let claims = format!("{uid}.{expires_unix_secs}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    mint_at(secret, uid, expires_unix_secs, now_ms)
+}
+
+/// Mints a token for `uid` valid until `expires_unix_secs`, issued at `issued_unix_ms`.
+pub fn mint_at(secret: &[u8], uid: u64, expires_unix_secs: u64, issued_unix_ms: u64) -> String {
+    let claims = format!("{uid}.{expires_unix_secs}.{issued_unix_ms}");
     let sig = URL_SAFE_NO_PAD.encode(mac(secret, &claims).finalize().into_bytes());
     format!("{claims}.{sig}")
+}
+
+/// When a token that verified was issued (Unix ms); 0 for a token of the
+/// first format, which says nothing of it.
+pub fn issued_ms(token: &str) -> u64 {
+    let mut parts = token.split('.');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some(_), Some(_), Some(issued), Some(_), None) => parse_decimal(issued).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Checks `token` for a login as `uid` at `now_unix_secs`.
 pub fn verify(secret: &[u8], token: &str, uid: u64, now_unix_secs: u64) -> Result<(), TokenError> {
     let (claims, sig) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
-    let (token_uid, expires) = claims.split_once('.').ok_or(TokenError::Malformed)?;
+    let mut fields = claims.split('.');
+    let (token_uid, expires) = match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some(uid), Some(expires), None, None) => (uid, expires),
+        (Some(uid), Some(expires), Some(issued), None) => {
+            parse_decimal(issued)?;
+            (uid, expires)
+        }
+        _ => return Err(TokenError::Malformed),
+    };
     let token_uid: u64 = parse_decimal(token_uid)?;
     let expires: u64 = parse_decimal(expires)?;
     let sig = URL_SAFE_NO_PAD
@@ -113,5 +150,28 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn tokens_carry_their_issue_time_and_the_first_format_still_verifies() {
+        let token = mint_at(SECRET, 42, 100, 1_700_000_000_123);
+        assert_eq!(verify(SECRET, &token, 42, 1), Ok(()));
+        assert_eq!(issued_ms(&token), 1_700_000_000_123);
+        // The first format: <uid>.<expires>.<sig>, issued at 0.
+        let claims = "42.100";
+        let sig = URL_SAFE_NO_PAD.encode(mac(SECRET, claims).finalize().into_bytes());
+        let old = format!("{claims}.{sig}");
+        assert_eq!(verify(SECRET, &old, 42, 1), Ok(()));
+        assert_eq!(issued_ms(&old), 0);
+        // The issue time is signed: changing it breaks the signature.
+        let forged = token.replacen("1700000000123", "1800000000123", 1);
+        assert_eq!(
+            verify(SECRET, &forged, 42, 1),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verify(SECRET, "42.100.1.2.x", 42, 1),
+            Err(TokenError::Malformed)
+        );
     }
 }

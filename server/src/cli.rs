@@ -92,3 +92,39 @@ where
     stop(node);
     Ok(())
 }
+
+/// `revoke`: asks the running node's business API to revoke `uid`'s
+/// tokens issued at or before `before_ms` (0: now); returns its JSON answer.
+pub fn revoke(config: &Config, uid: u64, before_ms: u64) -> anyhow::Result<String> {
+    let addr = config
+        .api
+        .addr()?
+        .ok_or_else(|| anyhow::anyhow!("api.listen is off: the revocation goes through the API"))?;
+    let key = match config.api.keys.first() {
+        Some(entry) => entry
+            .split_once(':')
+            .map_or(entry.as_str(), |(_, secret)| secret)
+            .to_owned(),
+        None => {
+            let path = std::path::Path::new(&config.storage.data_dir).join("api.key");
+            std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    anyhow::anyhow!("no api.keys and cannot read {}: {e}", path.display())
+                })?
+                .trim()
+                .to_owned()
+        }
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(format!("http://{addr}/v1/users/{uid}/revoke"))
+        .header("Authorization", format!("Bearer {key}"))
+        .send_json(serde_json::json!({ "before_ms": before_ms }))?;
+    let status = response.status();
+    let body = response.body_mut().read_to_string()?;
+    anyhow::ensure!(status.is_success(), "the API answered {status}: {body}");
+    Ok(body)
+}

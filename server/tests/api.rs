@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use client::Client;
 use harness::*;
-use protocol::{Body, pb};
+use protocol::{Body, ErrorCode, pb};
 use serde_json::{Value, json};
 
 const KEY: &str = "main:api-test-key-0123456789";
@@ -31,7 +31,7 @@ fn secret(key: &str) -> &str {
 
 /// One `im-server` process with its client, admin and API ports.
 struct Server {
-    _process: Process,
+    process: Process,
     dir: PathBuf,
     client: SocketAddr,
     admin: SocketAddr,
@@ -59,18 +59,11 @@ impl Server {
             ),
         )
         .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_im-server"));
-        command
-            .arg("--config")
-            .arg(&config)
-            .args(["--data-dir", &dir.display().to_string()])
-            .env("RUST_LOG", "info")
-            .env_remove("IM_API_KEYS");
-        let process = spawn_logged(command, "", &dir.join("server.log"));
+        let process = Self::spawn(&dir);
         wait_for_port(api, "the API port");
         wait_for_port(port, "the client port");
         Server {
-            _process: process,
+            process,
             dir,
             client: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
@@ -81,6 +74,27 @@ impl Server {
                 .build()
                 .into(),
         }
+    }
+
+    fn spawn(dir: &std::path::Path) -> Process {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_im-server"));
+        command
+            .arg("--config")
+            .arg(dir.join("im.toml"))
+            .args(["--data-dir", &dir.display().to_string()])
+            .env("RUST_LOG", "info")
+            .env_remove("IM_API_KEYS");
+        spawn_logged(command, "", &dir.join("server.log"))
+    }
+
+    /// kill -9, then the same server again on the same data.
+    fn restart(&mut self) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+        self.process = Self::spawn(&self.dir);
+        let api_port = self.api.rsplit(':').next().unwrap().parse().unwrap();
+        wait_for_port(api_port, "the API port");
+        wait_for_port(self.client.port(), "the client port");
     }
 
     /// A request with `key` (None: no Authorization header) and a raw
@@ -853,4 +867,86 @@ fn readyz_fails_while_storage_is_down_and_recovers() {
         use mysql::prelude::Queryable;
         let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS `{database}`"));
     }
+}
+
+#[test]
+fn revoked_tokens_stop_logging_in_and_their_sessions_close_across_a_restart() {
+    let mut server = Server::start("revoke", "");
+    let old_token = server.token(701);
+    let mut phone = Client::connect(server.client).unwrap();
+    phone.set_timeout(WAIT);
+    phone
+        .login(701, &old_token, "phone", pb::Platform::Mobile)
+        .unwrap();
+    let mut other = server.login(702, "phone");
+    std::thread::sleep(Duration::from_millis(5));
+
+    // Through the CLI, which asks the running server's API.
+    let revoked_at = std::time::Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_im-server"))
+        .arg("--config")
+        .arg(server.dir.join("im.toml"))
+        .args(["--data-dir", &server.dir.display().to_string()])
+        .args(["revoke", "--uid", "701"])
+        .env_remove("IM_API_KEYS")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (answer["uid"].as_u64(), answer["kicked"].as_u64()),
+        (Some(701), Some(1)),
+        "{answer}"
+    );
+
+    // The open session is kicked within a second; the old token is refused.
+    let frame = next_event(&mut phone);
+    assert!(matches!(frame.body, Some(Body::Kick(_))), "{frame:?}");
+    phone.wait_closed(WAIT).expect("closed");
+    assert!(revoked_at.elapsed() < Duration::from_secs(1));
+    let mut again = Client::connect(server.client).unwrap();
+    again.set_timeout(WAIT);
+    expect_code(
+        again.login(701, &old_token, "phone", pb::Platform::Mobile),
+        ErrorCode::AuthFailed,
+    );
+    // Another user is untouched; a token minted now works.
+    send_from_client(&mut other, 703, "x", b"still here");
+    let new_token = server.token(701);
+    let mut fresh = Client::connect(server.client).unwrap();
+    fresh.set_timeout(WAIT);
+    fresh
+        .login(701, &new_token, "phone", pb::Platform::Mobile)
+        .expect("a new token");
+
+    // Through the API too, with a time: the same rule holds after a kill -9.
+    let (status, answer) = server.call(
+        "POST",
+        "/v1/users/704/revoke",
+        Some(json!({"before_ms": 1})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    server.refused(
+        "POST",
+        "/v1/users/704/revoke",
+        Some(json!({"before_ms": 4_000_000_000_000u64})),
+        400,
+        "INVALID_ARGUMENT",
+    );
+    server.restart();
+    let mut after = Client::connect(server.client).unwrap();
+    after.set_timeout(WAIT);
+    expect_code(
+        after.login(701, &old_token, "phone", pb::Platform::Mobile),
+        ErrorCode::AuthFailed,
+    );
+    let mut after = Client::connect(server.client).unwrap();
+    after.set_timeout(WAIT);
+    after
+        .login(701, &new_token, "laptop", pb::Platform::Pc)
+        .expect("the new token after a restart");
 }

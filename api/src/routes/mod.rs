@@ -31,6 +31,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/tokens", post(tokens::mint))
         .route("/v1/presence", get(presence::presence))
         .route("/v1/users/{uid}/kick", post(presence::kick))
+        .route("/v1/users/{uid}/revoke", post(tokens::revoke))
         .route("/v1/users/{uid}/conversations", get(conversations::list))
         .route(
             "/v1/users/{uid}/conversations/{peer_uid}/messages",

@@ -62,6 +62,11 @@ impl Pipeline {
                 "authentication failed",
             );
         }
+        if self.is_revoked(login.uid, &login.token) {
+            log::info!("login refused for uid {}: token revoked", login.uid);
+            self.metrics.add(Counter::LoginsRefused, 1);
+            return self.refuse_login(session, req_id, ErrorCode::AuthFailed, "token revoked");
+        }
         let device = Device {
             device_id: login.device_id,
             platform: login.platform,

@@ -15,6 +15,7 @@ mod history;
 mod login;
 mod profile;
 mod read;
+mod revoke;
 mod send;
 mod sync;
 
@@ -46,6 +47,7 @@ impl Pipeline {
             Body::HistoryReq(req) => self.history(ticket, req),
             Body::SyncReq(req) => self.read(ticket, ReadQuery::Sync(req)),
             Body::ConversationsReq(req) => self.read(ticket, ReadQuery::Conversations(req)),
+            Body::RevokeTokensReq(req) => self.revoke(ticket, req),
             other => {
                 // The gateway answers Login, Ping and PushAck itself.
                 let message = format!("{} is not a request the logic tier serves", other.name());
@@ -74,6 +76,7 @@ impl Pipeline {
             Outcome::Read(read) => self.marked_read(ticket, read),
             Outcome::Deleted(read) => self.deleted_conversation(ticket, read),
             Outcome::ProfileSet => self.profile_set(ticket),
+            Outcome::Revoked(revocation) => self.tokens_revoked(ticket, revocation),
         }
     }
 }

@@ -107,6 +107,15 @@ impl ConvRow {
     }
 }
 
+/// A user's tokens issued at or before `before_ms` no longer log in.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct Revocation {
+    #[prost(uint64, tag = "1")]
+    pub uid: u64,
+    #[prost(uint64, tag = "2")]
+    pub before_ms: u64,
+}
+
 /// What the writer needs to resume after a restart.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Recovered {
@@ -174,6 +183,12 @@ pub trait WriteStore: Send {
     /// Inserts or replaces these rows.
     fn put_conversations(&mut self, rows: &[&ConvRow]) -> StoreResult<()>;
     fn put_profiles(&mut self, profiles: &[pb::Profile], updated_ms: u64) -> StoreResult<()>;
+    /// Records that each uid's tokens issued at or before its time (Unix
+    /// ms) are revoked; a later time replaces an earlier one, never the
+    /// reverse.
+    fn put_revocations(&mut self, revocations: &[Revocation]) -> StoreResult<()>;
+    /// Every revocation stored (read once, at start).
+    fn revocations(&mut self) -> StoreResult<Vec<Revocation>>;
     /// Unread messages over the owner's visible conversations, as stored
     /// in the open transaction.
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64>;

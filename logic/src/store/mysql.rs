@@ -32,8 +32,8 @@ use protocol::pb;
 
 use super::sharded::{ShardedReader, ShardedWriter};
 use super::{
-    Backend, ConvRow, Pair, ReadStore, Recovered, SentKey, StoreError, StoreResult, WriteStore,
-    direction, message_from_row,
+    Backend, ConvRow, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError, StoreResult,
+    WriteStore, direction, message_from_row,
 };
 
 /// Each entry moves the schema one version up; `im_schema_version` records
@@ -81,6 +81,10 @@ const MIGRATIONS: &[&[&str]] = &[
         shard_index INT UNSIGNED NOT NULL,
         shard_count INT UNSIGNED NOT NULL,
         claimed_ms  BIGINT UNSIGNED NOT NULL
+     ) ENGINE=InnoDB"],
+    &["CREATE TABLE IF NOT EXISTS revocations (
+        uid       BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+        before_ms BIGINT UNSIGNED NOT NULL
      ) ENGINE=InnoDB"],
 ];
 
@@ -575,6 +579,30 @@ impl WriteStore for MySqlConn {
                 .map_err(|e| self.lost(e))?;
         }
         Ok(())
+    }
+
+    fn put_revocations(&mut self, revocations: &[Revocation]) -> StoreResult<()> {
+        for r in revocations {
+            self.c()?
+                .exec_drop(
+                    "INSERT INTO revocations (uid, before_ms) VALUES (?, ?)
+                     ON DUPLICATE KEY UPDATE before_ms = GREATEST(before_ms, VALUES(before_ms))",
+                    (r.uid, r.before_ms),
+                )
+                .map_err(|e| self.lost(e))?;
+        }
+        Ok(())
+    }
+
+    fn revocations(&mut self) -> StoreResult<Vec<Revocation>> {
+        let rows: Vec<(u64, u64)> = self
+            .c()?
+            .query("SELECT uid, before_ms FROM revocations")
+            .map_err(|e| self.lost(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(uid, before_ms)| Revocation { uid, before_ms })
+            .collect())
     }
 
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {

@@ -26,7 +26,9 @@
 //! for a *different* recipient is caught by the recent-id cache, but after
 //! that only if both recipients' pairs share a shard.
 
-use super::{ConvRow, Pair, ReadStore, Recovered, SentKey, StoreError, StoreResult, WriteStore};
+use super::{
+    ConvRow, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError, StoreResult, WriteStore,
+};
 use protocol::pb;
 use std::collections::HashMap;
 
@@ -277,6 +279,27 @@ impl WriteStore for ShardedWriter {
             },
         )?;
         Ok(())
+    }
+
+    fn put_revocations(&mut self, revocations: &[Revocation]) -> StoreResult<()> {
+        self.shards.each(
+            revocations.iter().copied(),
+            |map, r| map.user_shard(r.uid),
+            |store, revocations| {
+                store
+                    .put_revocations(&revocations)
+                    .map(|()| Vec::<()>::new())
+            },
+        )?;
+        Ok(())
+    }
+
+    fn revocations(&mut self) -> StoreResult<Vec<Revocation>> {
+        let mut all = Vec::new();
+        for shard in &mut self.shards.stores {
+            all.extend(shard.revocations()?);
+        }
+        Ok(all)
     }
 
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {

@@ -21,8 +21,8 @@ use protocol::pb;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{
-    Backend, ConvRow, Pair, ReadStore, Recovered, SentKey, StoreError, StoreResult, WriteStore,
-    direction, message_from_row,
+    Backend, ConvRow, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError, StoreResult,
+    WriteStore, direction, message_from_row,
 };
 
 /// Each entry moves the schema one version up; `PRAGMA user_version` records
@@ -70,6 +70,11 @@ const MIGRATIONS: &[&str] = &[
         applied_lsn INTEGER NOT NULL
      );
      INSERT INTO journal_state (id, applied_lsn) VALUES (0, 0);",
+    // 3: revoked tokens, per user.
+    "CREATE TABLE revocations (
+        uid       INTEGER PRIMARY KEY,
+        before_ms INTEGER NOT NULL
+     );",
 ];
 
 /// SQLite stores signed 64-bit integers; uids, seqs and ids are stored as
@@ -419,6 +424,37 @@ impl WriteStore for SqliteConn {
                 .map_err(db)?;
         }
         Ok(())
+    }
+
+    fn put_revocations(&mut self, revocations: &[Revocation]) -> StoreResult<()> {
+        let mut stmt = self
+            .0
+            .prepare_cached(
+                "INSERT INTO revocations (uid, before_ms) VALUES (?1, ?2)
+                 ON CONFLICT (uid) DO UPDATE SET before_ms = MAX(before_ms, excluded.before_ms)",
+            )
+            .map_err(db)?;
+        for r in revocations {
+            stmt.execute(params![i(r.uid), i(r.before_ms)])
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    fn revocations(&mut self) -> StoreResult<Vec<Revocation>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT uid, before_ms FROM revocations")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Revocation {
+                    uid: u(r.get(0)?),
+                    before_ms: u(r.get(1)?),
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
     }
 
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {

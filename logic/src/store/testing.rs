@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use protocol::pb;
 
+use super::Revocation;
 use super::sqlite::{Sqlite, Synchronous};
 use super::{Backend, ConvRow, Pair, Recovered, SentKey, StoreError, StoreResult, WriteStore};
 use crate::sequencer::{Outcome, WriteOp};
@@ -47,6 +48,12 @@ impl WriteStore for FailingCommit {
     }
     fn put_profiles(&mut self, profiles: &[pb::Profile], updated_ms: u64) -> StoreResult<()> {
         self.inner.put_profiles(profiles, updated_ms)
+    }
+    fn put_revocations(&mut self, revocations: &[Revocation]) -> StoreResult<()> {
+        self.inner.put_revocations(revocations)
+    }
+    fn revocations(&mut self) -> StoreResult<Vec<Revocation>> {
+        self.inner.revocations()
     }
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
         self.inner.total_unread(owner)

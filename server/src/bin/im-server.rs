@@ -3,6 +3,7 @@
 //!
 //!   im-server [--config FILE] [--listen ADDR] [--data-dir DIR] [--print-config] [--check-config]
 //!   im-server token --uid N [--ttl SECS]
+//!   im-server revoke --uid N [--before-ms MS]
 
 use std::path::PathBuf;
 
@@ -41,6 +42,16 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Revoke a user's tokens issued until now (a stolen phone): asks the
+    /// running server through its business API (api.listen, its first key
+    /// or <data_dir>/api.key).
+    Revoke {
+        #[arg(long)]
+        uid: u64,
+        /// Revoke those issued at or before this Unix time in ms (default: now).
+        #[arg(long, default_value_t = 0)]
+        before_ms: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +76,11 @@ fn main() -> anyhow::Result<()> {
             "{}",
             auth.mint(uid, ttl.unwrap_or(config.auth.token_ttl_secs))
         );
+        return Ok(());
+    }
+    if let Some(Command::Revoke { uid, before_ms }) = cli.command {
+        let answer = cli::revoke(&config, uid, before_ms)?;
+        println!("{answer}");
         return Ok(());
     }
     cli::serve(|| Node::start(&config), Node::reload_tls, Node::shutdown)

@@ -43,6 +43,9 @@ pub fn apply(conn: &mut SqliteConn, records: &[Arc<Record>]) -> StoreResult<()> 
             for row in &record.rows {
                 rows.insert((row.owner, row.peer), ConvRow::from(row));
             }
+            if !record.revocations.is_empty() {
+                conn.put_revocations(&record.revocations)?;
+            }
             if !record.profiles.is_empty() {
                 conn.put_profiles(&record.profiles, record.time_ms)?;
             }

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use prost::Message as _;
 use protocol::pb;
 
-use crate::store::ConvRow;
+use crate::store::{ConvRow, Revocation};
 
 /// Largest record body accepted on reading: a batch of 4,096 writes of the
 /// largest content fits many times over; anything bigger is damage.
@@ -50,11 +50,16 @@ pub struct Record {
     pub rows: Vec<Row>,
     #[prost(message, repeated, tag = "5")]
     pub profiles: Vec<pb::Profile>,
+    #[prost(message, repeated, tag = "6")]
+    pub revocations: Vec<Revocation>,
 }
 
 impl Record {
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.rows.is_empty() && self.profiles.is_empty()
+        self.messages.is_empty()
+            && self.rows.is_empty()
+            && self.profiles.is_empty()
+            && self.revocations.is_empty()
     }
 }
 
@@ -519,6 +524,7 @@ mod tests {
                 nickname: "n".into(),
                 avatar_url: String::new(),
             }],
+            revocations: Vec::new(),
         }
     }
 

@@ -55,8 +55,8 @@ use self::pending::Pending;
 use self::priority::Priority;
 use super::sqlite::{Sqlite, SqliteConn, Synchronous};
 use super::{
-    Backend, ConvRow, Flusher, Pair, ReadStore, Recovered, SentKey, StoreError, StoreResult,
-    WriteStore,
+    Backend, ConvRow, Flusher, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError,
+    StoreResult, WriteStore,
 };
 
 /// Records journaled and not yet in SQLite before the writer waits for the
@@ -407,6 +407,17 @@ impl WriteStore for JournalStore {
         Ok(())
     }
 
+    fn put_revocations(&mut self, revocations: &[Revocation]) -> StoreResult<()> {
+        self.record()?.revocations.extend_from_slice(revocations);
+        Ok(())
+    }
+
+    fn revocations(&mut self) -> StoreResult<Vec<Revocation>> {
+        // Read at start, after `recover` waited for SQLite to hold the
+        // replayed journal.
+        self.reads.revocations()
+    }
+
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
         // Newest first: the open batch, then the overlay, then SQLite.
         let mut newer: HashMap<u64, ConvRow> =
@@ -649,6 +660,7 @@ mod tests {
                     Row::from(&row(2, 1, lsn, lsn * 2)),
                 ],
                 profiles: Vec::new(),
+                revocations: Vec::new(),
             })
             .unwrap();
         }
