@@ -132,7 +132,8 @@ mod tests {
     /// goes through its target again.
     #[test]
     fn regressions_replay() {
-        let targets: [(&str, fn(&[u8])); 4] = [
+        type Target = (&'static str, fn(&[u8]));
+        let targets: [Target; 4] = [
             ("decode", super::decode),
             ("link", super::link),
             ("websocket", super::websocket),
