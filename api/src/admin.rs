@@ -11,7 +11,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use logic::direct::Direct;
-use protocol::{Body, pb};
+use protocol::pb;
+
+use crate::asking;
 
 /// Renders the metrics page on demand.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
@@ -44,31 +46,17 @@ impl Readiness {
 /// Reads one page of an empty conversation through a reader thread:
 /// the storage answered, or why not.
 async fn probe_storage(direct: &Direct) -> Result<(), String> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let req = pb::HistoryReq {
         peer_uid: PROBE_PEER,
         after_seq: 0,
         before_seq: 0,
         limit: 1,
     };
-    let pending = direct.request(
-        PROBE_UID,
-        Body::HistoryReq(req),
-        Box::new(move |answer| {
-            let _ = tx.send(answer);
-        }),
-    );
-    match tokio::time::timeout(PROBE_TIMEOUT, rx).await {
-        Ok(Ok(Ok(Body::HistoryResp(_)))) => Ok(()),
-        Ok(Ok(Ok(Body::Error(e)))) => Err(format!("storage: {}", e.message)),
-        Ok(Ok(Ok(other))) => Err(format!("storage probe answered {}", other.name())),
-        Ok(Ok(Err(e))) => Err(e.to_string()),
-        Ok(Err(_)) => Err("the logic tier is stopping".into()),
-        Err(_) => {
-            direct.cancel(pending);
-            Err("storage did not answer in 2 s".into())
-        }
-    }
+    asking::start(direct, PROBE_UID, req.into(), PROBE_TIMEOUT)
+        .response::<pb::HistoryReq>()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("storage: {}", e.message))
 }
 
 struct Admin {

@@ -57,7 +57,15 @@ impl Default for ApiConfig {
 }
 
 impl ApiConfig {
+    /// Every check, the keys included (`--check-config`).
     pub fn validate(&self) -> Result<(), Invalid> {
+        self.check_settings()?;
+        crate::keys::ApiKeys::load(self)?;
+        Ok(())
+    }
+
+    /// The checks of everything but the keys (which loading them checks).
+    pub fn check_settings(&self) -> Result<(), Invalid> {
         self.addr()?;
         positive(&[
             ("api.max_body_bytes", self.max_body_bytes as u64),
@@ -65,9 +73,7 @@ impl ApiConfig {
             ("api.burst", u64::from(self.burst)),
             ("api.timeout_ms", self.timeout_ms),
             ("api.threads", self.threads as u64),
-        ])?;
-        crate::keys::ApiKeys::load(self)?;
-        Ok(())
+        ])
     }
 
     /// The address to serve on, `None` when the API is off.

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use logic::direct::Unanswered;
-use protocol::{Body, ErrorCode};
+use protocol::{ErrorCode, pb};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,18 +46,19 @@ impl ApiError {
         }
     }
 
-    /// An answer that is an error frame, or that is not the body expected.
-    pub fn from_body(body: Body, expected: &str) -> ApiError {
-        match body {
-            Body::Error(e) => ApiError::new(
-                ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal),
-                e.message,
-            ),
-            other => {
-                log::error!("the logic tier answered {} to a {expected}", other.name());
-                ApiError::new(ErrorCode::Internal, "unexpected answer from the logic tier")
-            }
-        }
+    /// An error frame the logic tier answered, as the API says it.
+    pub fn from_error(e: pb::Error) -> ApiError {
+        ApiError::new(
+            ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal),
+            e.message,
+        )
+    }
+
+    /// The logic tier answered with a body other than the one expected (a
+    /// bug, logged).
+    pub fn unexpected(answered: &str) -> ApiError {
+        log::error!("the logic tier answered an unexpected {answered}");
+        ApiError::new(ErrorCode::Internal, "unexpected answer from the logic tier")
     }
 }
 

@@ -47,10 +47,6 @@ impl ApiKeys {
             .map(|k| ("api.keys", k.clone()))
             .collect();
         if !config.keys_file.is_empty() {
-            runtime::config::warn_if_exposed(
-                std::path::Path::new(&config.keys_file),
-                "the API keys file",
-            );
             let text = std::fs::read_to_string(&config.keys_file).map_err(|e| {
                 Invalid::new(
                     "api.keys_file",

@@ -12,6 +12,7 @@
 //! [`serve`] runs both on the ports their sections give.
 
 pub mod admin;
+pub mod asking;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -27,14 +28,15 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use logic::direct::{Direct, Pending};
-use protocol::{Body, ErrorCode};
+use logic::direct::Direct;
+use protocol::ErrorCode;
 use runtime::config::Invalid;
 
 pub use config::ApiConfig;
 pub use error::ApiError;
 pub use serve::{HttpHandle, Sites};
 
+use crate::asking::Asked;
 use crate::keys::{ApiKeys, KeyId};
 use crate::metrics::ApiMetrics;
 
@@ -52,8 +54,11 @@ impl Api {
     /// `<data_dir>/api.key` (readable by its owner only) and used, so the
     /// quickstart's API is usable and still closed.
     pub fn new(config: &ApiConfig, direct: Direct, data_dir: &Path) -> Result<Api, Invalid> {
-        config.validate()?;
+        config.check_settings()?;
         let mut keys = ApiKeys::load(config)?;
+        if !config.keys_file.is_empty() {
+            runtime::config::warn_if_exposed(Path::new(&config.keys_file), "the API keys file");
+        }
         if keys.is_empty() {
             let path = data_dir.join("api.key");
             let key = logic::auth::secret_file(&path, "API key")
@@ -72,31 +77,21 @@ impl Api {
         })
     }
 
-    /// Makes a request as `uid` through the logic tier and waits for its
-    /// answer; an error frame becomes an [`ApiError`].
-    pub async fn ask(&self, uid: u64, body: Body) -> Result<Body, ApiError> {
-        self.start(uid, body).answer().await
+    /// Makes `request` as `uid` through the logic tier and waits for its
+    /// response; an error frame becomes an [`ApiError`].
+    pub async fn call<R: protocol::Request>(
+        &self,
+        uid: u64,
+        request: R,
+    ) -> Result<R::Response, ApiError> {
+        self.start(uid, request).response::<R>().await
     }
 
-    /// Makes a request as `uid` now; its answer is awaited later, so many
+    /// Makes `request` as `uid` now; its answer is awaited later, so many
     /// requests can be in the tier at once.
-    pub fn start(&self, uid: u64, body: Body) -> Asked<'_> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let pending = self.direct.request(
-            uid,
-            body,
-            Box::new(move |answer| {
-                let _ = tx.send(answer);
-            }),
-        );
-        Asked {
-            rx,
-            waiting: Waiting {
-                direct: &self.direct,
-                pending: Some(pending),
-            },
-            deadline: tokio::time::Instant::now() + Duration::from_millis(self.config.timeout_ms),
-        }
+    pub fn start(&self, uid: u64, request: impl protocol::Request) -> Asked<'_> {
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        asking::start(&self.direct, uid, request.into(), timeout)
     }
 
     pub fn direct(&self) -> &Direct {
@@ -114,50 +109,6 @@ impl Api {
             ErrorCode::RateLimited,
             "over this key's rate, retry later",
         ))
-    }
-}
-
-/// A request in the logic tier.
-pub struct Asked<'a> {
-    rx: tokio::sync::oneshot::Receiver<Result<Body, logic::direct::Unanswered>>,
-    waiting: Waiting<'a>,
-    deadline: tokio::time::Instant,
-}
-
-impl Asked<'_> {
-    /// Its answer, by `api.timeout_ms` after it was made.
-    pub async fn answer(mut self) -> Result<Body, ApiError> {
-        match tokio::time::timeout_at(self.deadline, &mut self.rx).await {
-            Ok(Ok(answer)) => {
-                self.waiting.pending = None;
-                match answer? {
-                    Body::Error(e) => Err(ApiError::from_body(Body::Error(e), "request")),
-                    body => Ok(body),
-                }
-            }
-            Ok(Err(_)) => Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "the logic tier is stopping",
-            )),
-            Err(_) => Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "the logic tier did not answer in time; a send may still be stored: retry with the same client_msg_id",
-            )),
-        }
-    }
-}
-
-/// Forgets a request still waiting when its caller stops waiting.
-struct Waiting<'a> {
-    direct: &'a Direct,
-    pending: Option<Pending>,
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            self.direct.cancel(pending);
-        }
     }
 }
 

@@ -121,29 +121,10 @@ fn a_full_disk_refuses_writes_keeps_what_was_acked_and_recovers_when_space_is_fr
 
     // Everything acked, once, in order, without gaps; nothing refused.
     let mut bob = node.login(2, "phone");
-    // Newest page first, then the pages before it.
-    let mut stored = Vec::new();
-    let mut before_seq = 0;
-    loop {
-        let page = bob
-            .call(pb::HistoryReq {
-                peer_uid: 1,
-                after_seq: 0,
-                before_seq,
-                limit: 200,
-            })
-            .expect("history");
-        stored.extend(
-            page.messages
-                .iter()
-                .map(|m| (m.seq, m.client_msg_id.clone())),
-        );
-        match page.messages.first() {
-            Some(first) if page.more => before_seq = first.seq,
-            _ => break,
-        }
-    }
-    stored.sort();
+    let stored: Vec<(u64, String)> = whole_history(&mut bob, 1)
+        .into_iter()
+        .map(|m| (m.seq, m.client_msg_id))
+        .collect();
     let expected: Vec<(u64, String)> = acked
         .iter()
         .enumerate()

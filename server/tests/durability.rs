@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use client::Client;
-use harness::free_port;
+use harness::{free_port, whole_history};
 use protocol::{Body, pb, token};
 
 const SECRET: &str = "durability-test-secret";
@@ -126,29 +126,12 @@ fn acked_messages_survive_kill_9() {
         log.contains("journal: replayed records"),
         "no journal replay on restart; server log:\n{log}"
     );
-    // Page backwards from the newest (after_seq 0 means "the latest").
-    let mut stored = HashMap::new();
-    let mut seqs = Vec::new();
-    let mut before = 0;
-    loop {
-        let page = reader
-            .call(pb::HistoryReq {
-                peer_uid: 1,
-                after_seq: 0,
-                before_seq: before,
-                limit: 200,
-            })
-            .unwrap();
-        for m in &page.messages {
-            seqs.push(m.seq);
-            stored.insert(m.client_msg_id.clone(), (m.msg_id, m.seq));
-        }
-        match page.messages.first() {
-            Some(first) if page.more => before = first.seq,
-            _ => break,
-        }
-    }
-    seqs.sort();
+    let history = whole_history(&mut reader, 1);
+    let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
+    let stored: HashMap<String, (u64, u64)> = history
+        .iter()
+        .map(|m| (m.client_msg_id.clone(), (m.msg_id, m.seq)))
+        .collect();
     let last = seqs.len() as u64;
     assert_eq!(
         seqs,
@@ -227,29 +210,13 @@ fn check_all(port: u16, acked: &Acked) -> usize {
     let mut stored_total = 0;
     for peer in 2..=5u64 {
         let mut reader = login(port, peer);
+        let history = whole_history(&mut reader, 1);
+        let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
         let mut stored: HashMap<String, (u64, u64)> = HashMap::new();
-        let mut seqs = Vec::new();
-        let mut before = 0;
-        loop {
-            let page = reader
-                .call(pb::HistoryReq {
-                    peer_uid: 1,
-                    after_seq: 0,
-                    before_seq: before,
-                    limit: 200,
-                })
-                .unwrap();
-            for m in &page.messages {
-                seqs.push(m.seq);
-                let twice = stored.insert(m.client_msg_id.clone(), (m.msg_id, m.seq));
-                assert!(twice.is_none(), "{} stored twice", m.client_msg_id);
-            }
-            match page.messages.first() {
-                Some(first) if page.more => before = first.seq,
-                _ => break,
-            }
+        for m in &history {
+            let twice = stored.insert(m.client_msg_id.clone(), (m.msg_id, m.seq));
+            assert!(twice.is_none(), "{} stored twice", m.client_msg_id);
         }
-        seqs.sort();
         let last = seqs.len() as u64;
         assert_eq!(
             seqs,

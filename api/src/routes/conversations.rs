@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use protocol::{Body, pb};
+use protocol::pb;
 use serde::{Deserialize, Serialize};
 
 use super::views::{ConversationView, MessageView};
@@ -49,16 +49,14 @@ pub async fn list(
         limit: query.limit,
         cursor,
     };
-    match api.ask(user, Body::ConversationsReq(req)).await? {
-        Body::ConversationsResp(resp) => Ok(Json(ConversationList {
-            conversations: resp.conversations.into_iter().map(Into::into).collect(),
-            total_unread: resp.total_unread,
-            next_cursor: <[u8; 8]>::try_from(&resp.next_cursor[..])
-                .ok()
-                .map(|last| u64::from_be_bytes(last).to_string()),
-        })),
-        other => Err(ApiError::from_body(other, "ConversationsReq")),
-    }
+    let resp = api.call(user, req).await?;
+    Ok(Json(ConversationList {
+        conversations: resp.conversations.into_iter().map(Into::into).collect(),
+        total_unread: resp.total_unread,
+        next_cursor: <[u8; 8]>::try_from(&resp.next_cursor[..])
+            .ok()
+            .map(|last| u64::from_be_bytes(last).to_string()),
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,11 +91,9 @@ pub async fn history(
         before_seq: query.before_seq,
         limit: query.limit,
     };
-    match api.ask(user, Body::HistoryReq(req)).await? {
-        Body::HistoryResp(resp) => Ok(Json(HistoryPage {
-            messages: resp.messages.into_iter().map(Into::into).collect(),
-            more: resp.more,
-        })),
-        other => Err(ApiError::from_body(other, "HistoryReq")),
-    }
+    let resp = api.call(user, req).await?;
+    Ok(Json(HistoryPage {
+        messages: resp.messages.into_iter().map(Into::into).collect(),
+        more: resp.more,
+    }))
 }

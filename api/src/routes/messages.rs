@@ -14,7 +14,7 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use protocol::{Body, pb};
+use protocol::pb;
 use serde::{Deserialize, Serialize};
 
 use crate::Api;
@@ -91,16 +91,14 @@ impl Api {
     }
 }
 
-/// A SendResp as JSON.
-fn sent(answer: Result<Body, ApiError>) -> Result<Sent, ApiError> {
-    match answer? {
-        Body::SendResp(resp) => Ok(Sent {
+impl From<pb::SendResp> for Sent {
+    fn from(resp: pb::SendResp) -> Sent {
+        Sent {
             msg_id: resp.msg_id.to_string(),
             seq: resp.seq,
             server_time_ms: resp.server_time_ms,
             duplicate: resp.duplicate,
-        }),
-        other => Err(ApiError::from_body(other, "SendReq")),
+        }
     }
 }
 
@@ -116,7 +114,7 @@ pub async fn send(
         content_type,
         content,
     };
-    sent(api.ask(from, Body::SendReq(send)).await).map(Json)
+    Ok(Json(api.call(from, send).await?.into()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,15 +187,15 @@ pub async fn batch(
                 content_type,
                 content: content.clone(),
             };
-            (to_uid, api.start(from, Body::SendReq(send)))
+            (to_uid, api.start(from, send))
         })
         .collect();
     let mut results = Vec::with_capacity(asked.len());
     for (to_uid, asked) in asked {
-        results.push(match sent(asked.answer().await) {
-            Ok(sent) => Outcome {
+        results.push(match asked.response::<pb::SendReq>().await {
+            Ok(resp) => Outcome {
                 to_uid,
-                sent: Some(sent),
+                sent: Some(resp.into()),
                 error: None,
             },
             Err(e) => Outcome {

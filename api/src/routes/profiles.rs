@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use protocol::{Body, pb};
+use protocol::pb;
 use serde::{Deserialize, Serialize};
 
 use crate::Api;
@@ -29,20 +29,16 @@ pub async fn get(
 ) -> Result<Json<ProfileView>, ApiError> {
     let user = uid(user, "uid")?;
     let req = pb::ProfileReq { uids: vec![user] };
-    match api.ask(user, Body::ProfileReq(req)).await? {
-        Body::ProfileResp(resp) => {
-            let profile = resp
-                .profiles
-                .into_iter()
-                .find(|p| p.uid == user)
-                .unwrap_or_default();
-            Ok(Json(ProfileView {
-                nickname: profile.nickname,
-                avatar_url: profile.avatar_url,
-            }))
-        }
-        other => Err(ApiError::from_body(other, "ProfileReq")),
-    }
+    let resp = api.call(user, req).await?;
+    let profile = resp
+        .profiles
+        .into_iter()
+        .find(|p| p.uid == user)
+        .unwrap_or_default();
+    Ok(Json(ProfileView {
+        nickname: profile.nickname,
+        avatar_url: profile.avatar_url,
+    }))
 }
 
 pub async fn set(
@@ -55,8 +51,6 @@ pub async fn set(
         nickname: profile.nickname.clone(),
         avatar_url: profile.avatar_url.clone(),
     };
-    match api.ask(user, Body::SetProfileReq(req)).await? {
-        Body::SetProfileResp(_) => Ok(Json(profile)),
-        other => Err(ApiError::from_body(other, "SetProfileReq")),
-    }
+    api.call(user, req).await?;
+    Ok(Json(profile))
 }

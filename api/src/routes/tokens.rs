@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use protocol::{Body, pb};
+use protocol::pb;
 use serde::{Deserialize, Serialize};
 
 use crate::Api;
@@ -76,12 +76,10 @@ pub async fn revoke(
     let ask = pb::RevokeTokensReq {
         before_ms: req.before_ms,
     };
-    match api.ask(user, Body::RevokeTokensReq(ask)).await? {
-        Body::RevokeTokensResp(resp) => Ok(Json(Revoked {
-            uid: user,
-            before_ms: resp.before_ms,
-            kicked: resp.kicked,
-        })),
-        other => Err(ApiError::from_body(other, "RevokeTokensReq")),
-    }
+    let resp = api.call(user, ask).await?;
+    Ok(Json(Revoked {
+        uid: user,
+        before_ms: resp.before_ms,
+        kicked: resp.kicked,
+    }))
 }

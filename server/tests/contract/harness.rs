@@ -413,6 +413,25 @@ pub fn history(
         .expect("history_resp")
 }
 
+/// A whole conversation with `peer_uid`, newest page first and then the
+/// pages before it, returned in seq order.
+pub fn whole_history(client: &mut Client, peer_uid: u64) -> Vec<pb::Message> {
+    let mut all = Vec::new();
+    let mut before_seq = 0;
+    loop {
+        let page = history(client, peer_uid, 0, before_seq, 200);
+        let more = page.more;
+        let first = page.messages.first().map(|m| m.seq);
+        all.extend(page.messages);
+        match first {
+            Some(first) if more => before_seq = first,
+            _ => break,
+        }
+    }
+    all.sort_by_key(|m| m.seq);
+    all
+}
+
 pub fn seqs(messages: &[pb::Message]) -> Vec<u64> {
     messages.iter().map(|m| m.seq).collect()
 }

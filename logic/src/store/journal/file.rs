@@ -130,12 +130,20 @@ pub enum LogError {
     Damaged(String),
 }
 
+/// Whether an I/O error means no space (or a read-only file system):
+/// writes are refused until that changes, reads go on.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
 /// Says "disk full" in words an operator greps for.
 fn disk_full_note(e: &io::Error) -> &'static str {
-    match e.kind() {
-        io::ErrorKind::StorageFull => " (disk full: writes are refused until space is freed)",
-        io::ErrorKind::ReadOnlyFilesystem => " (read-only file system)",
-        _ => "",
+    match is_disk_full(e) {
+        true => " (disk full or read-only: writes are refused until space is freed)",
+        false => "",
     }
 }
 

@@ -70,12 +70,7 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 impl From<LogError> for StoreError {
     fn from(e: LogError) -> StoreError {
         match e {
-            LogError::Io { ref source, .. }
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::ReadOnlyFilesystem
-                ) =>
-            {
+            LogError::Io { ref source, .. } if file::is_disk_full(source) => {
                 StoreError::DiskFull(e.to_string())
             }
             LogError::Io { .. } => StoreError::Unavailable(e.to_string()),
