@@ -31,8 +31,8 @@ fi
 [ -x "$bin/im-server" ] || cargo build -q -p im-server
 
 dir=$(mktemp -d /tmp/im-api-conformance.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-api=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
+api=$(free_port)
 key=conformance-key-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
 trap 'stop_server; rm -rf "$dir"' EXIT
 export IM_API_KEYS="conformance:$key"

@@ -25,9 +25,8 @@ while [ $# -gt 0 ]; do
 done
 [ "$bin" != target/release ] || cargo build -q --release -p im-server
 
-free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 dir=$(mktemp -d /tmp/im-bench-api.XXXXXX)
-port=$(free); api=$(free); admin=$(free)
+port=$(free_port); api=$(free_port); admin=$(free_port)
 key=bench-key-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
 export IM_API_KEYS="bench:$key"
 trap 'stop_server; rm -rf "$dir"' EXIT

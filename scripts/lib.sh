@@ -88,6 +88,11 @@ stop_server() {
   GATEWAY_PIDS=()
 }
 
+# free_port: a loopback port nothing listens on now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
 # rss_kib PID: the resident set of a process, KiB.
 rss_kib() {
   awk '/^VmRSS:/ {print $2}' "/proc/$1/status"

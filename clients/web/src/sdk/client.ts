@@ -306,12 +306,22 @@ export class ImClient {
     const chat = toChat(message);
     const peer = this.peerOf(chat);
     this.noteMessage(peer, chat);
+    void this.place(peer, chat);
+  }
+
+  /** The highest seq held of a conversation (0: none). */
+  private highestHeld(peer: number): number {
     const held = this.store.messages(peer);
-    const high = held.length ? held[held.length - 1].seq : 0;
-    if (chat.seq <= high || (held.length === 0 && chat.seq === 1) || chat.seq === high + 1) {
-      this.merge(peer, [chat]);
+    return held.length ? held[held.length - 1].seq : 0;
+  }
+
+  /** Holds a message that follows what is held; one that skips seqs makes
+   * the client pull the gap (which brings it too). */
+  private async place(peer: number, message: ChatMessage): Promise<void> {
+    if (message.seq <= this.highestHeld(peer) + 1) {
+      this.merge(peer, [message]);
     } else {
-      void this.fill(peer);
+      await this.fill(peer);
     }
   }
 
@@ -372,8 +382,7 @@ export class ImClient {
     this.filling.set(peer, false);
     try {
       for (;;) {
-        const held = this.store.messages(peer);
-        const after = held.length ? held[held.length - 1].seq : 0;
+        const after = this.highestHeld(peer);
         const page = await this.request("historyReq", {
           case: "historyReq",
           value: { peerUid: BigInt(peer), afterSeq: BigInt(after), beforeSeq: 0n, limit: HISTORY_PAGE },
@@ -423,9 +432,7 @@ export class ImClient {
     row.updatedMs = Math.max(row.updatedMs, Number(c.updatedMs));
     if (c.lastMessage) row.lastMessage = toChat(c.lastMessage);
     this.saveConversations();
-    const held = this.store.messages(peer);
-    const high = held.length ? held[held.length - 1].seq : 0;
-    if (high < row.lastSeq) await this.fill(peer);
+    if (this.highestHeld(peer) < row.lastSeq) await this.fill(peer);
   }
 
   private readNotice(reader: number, peer: number, seq: number) {
@@ -490,13 +497,7 @@ export class ImClient {
           };
           this.removeFromOutbox(entry.clientMsgId);
           this.noteMessage(entry.toUid, message);
-          const held = this.store.messages(entry.toUid);
-          const high = held.length ? held[held.length - 1].seq : 0;
-          if (message.seq <= high + 1 || (held.length === 0 && message.seq === 1)) {
-            this.merge(entry.toUid, [message]);
-          } else {
-            await this.fill(entry.toUid);
-          }
+          await this.place(entry.toUid, message);
         } catch (e) {
           if (e instanceof ServerError && PERMANENT.has(e.code)) {
             this.store.outbox = this.store.outbox.map((o) =>
