@@ -178,9 +178,8 @@ pub struct LogicConfig {
     pub recent_ids: usize,
     /// Conversation rows the writer keeps in memory.
     pub row_cache: usize,
-    /// POST a JSON notice here for each message to an offline recipient
-    /// (http:// only). Empty: only log it.
-    pub offline_webhook: String,
+    /// `[logic.webhook]`: the offline-notification outbox.
+    pub webhook: WebhookConfig,
 }
 
 impl Default for LogicConfig {
@@ -201,7 +200,7 @@ impl Default for LogicConfig {
             reader_threads: 2,
             recent_ids: 200_000,
             row_cache: 1_000_000,
-            offline_webhook: String::new(),
+            webhook: WebhookConfig::default(),
         }
     }
 }
@@ -228,11 +227,107 @@ impl LogicConfig {
         }
         crate::filter::ContentFilter::new(&self.content_filter)
             .map_err(|e| Invalid::new("logic.content_filter", e.to_string()))?;
-        if !self.offline_webhook.is_empty() {
-            crate::offline::WebhookUrl::parse(&self.offline_webhook)
-                .map_err(|e| Invalid::new("logic.offline_webhook", e.to_string()))?;
+        self.webhook.validate()
+    }
+}
+
+/// `[logic.webhook]`: where offline notifications go (the bridge to APNs
+/// or FCM), through the durable outbox (`outbox/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `https://…` or `http://…`. Empty (the default): no outbox; a
+    /// message to an offline recipient is only counted.
+    pub url: String,
+    /// The HMAC-SHA256 key each request is signed with (docs/webhook.md).
+    /// Required with a url; or the environment variable `IM_WEBHOOK_SECRET`.
+    pub secret: String,
+    /// A PEM file of CA certificates to trust besides the public roots
+    /// (a receiver with a private CA). Empty: public roots only.
+    pub ca_file: String,
+    /// The first this many characters of a text message go in the
+    /// notification's `preview`. 0: no preview (nothing of the content
+    /// leaves the server).
+    pub preview_chars: usize,
+    /// Deliveries in flight at once.
+    pub senders: usize,
+    /// One delivery's connect-to-answer limit, milliseconds.
+    pub timeout_ms: u64,
+    /// The first retry of a failed delivery waits up to this long
+    /// (milliseconds); each further one twice as long, up to `retry_max_ms`;
+    /// each wait is drawn uniformly below its bound (full jitter).
+    pub retry_first_ms: u64,
+    pub retry_max_ms: u64,
+    /// Most notifications the outbox holds; past it new ones are not
+    /// recorded (counted in `im_logic_webhook_dropped_total`).
+    pub max_backlog: u64,
+    /// A notification undelivered this long is dropped (counted).
+    pub max_age_secs: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: String::new(),
+            secret: String::new(),
+            ca_file: String::new(),
+            preview_chars: 100,
+            senders: 4,
+            timeout_ms: 10_000,
+            retry_first_ms: 1_000,
+            retry_max_ms: 300_000,
+            max_backlog: 1_000_000,
+            max_age_secs: 3 * 86_400,
         }
-        Ok(())
+    }
+}
+
+/// The environment variable that overrides `logic.webhook.secret`.
+pub const WEBHOOK_SECRET_ENV: &str = "IM_WEBHOOK_SECRET";
+
+impl WebhookConfig {
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    /// `IM_WEBHOOK_SECRET`, when set and not empty, wins over the file.
+    pub fn apply_env(&mut self) {
+        runtime::config::secret_from_env(WEBHOOK_SECRET_ENV, &mut self.secret);
+    }
+
+    /// Checks the section; the error names the field.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let parsed = self
+            .url
+            .parse::<ureq::http::Uri>()
+            .map_err(|e| Invalid::new("logic.webhook.url", e.to_string()))?;
+        if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+            return Err(Invalid::new(
+                "logic.webhook.url",
+                "must be https://host[:port]/path or http://…",
+            ));
+        }
+        if self.secret.is_empty() {
+            return Err(Invalid::new(
+                "logic.webhook.secret",
+                "must be set with a url (or IM_WEBHOOK_SECRET): receivers verify it",
+            ));
+        }
+        if !self.ca_file.is_empty() {
+            crate::outbox::http::read_roots(std::path::Path::new(&self.ca_file))
+                .map_err(|e| Invalid::new("logic.webhook.ca_file", e))?;
+        }
+        positive(&[
+            ("logic.webhook.senders", self.senders as u64),
+            ("logic.webhook.timeout_ms", self.timeout_ms),
+            ("logic.webhook.retry_first_ms", self.retry_first_ms),
+            ("logic.webhook.retry_max_ms", self.retry_max_ms),
+            ("logic.webhook.max_backlog", self.max_backlog),
+            ("logic.webhook.max_age_secs", self.max_age_secs),
+        ])
     }
 }
 

@@ -12,7 +12,8 @@
 //!
 //! What no client may ask (who is online, close a user's devices) are
 //! [`DirectCall::Presence`] and [`DirectCall::Kick`], answered by the
-//! pipeline from the presence it owns.
+//! pipeline from the presence it owns; the outbox's removals are
+//! [`DirectCall::NoticesDone`], a write nobody waits for.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,9 +28,17 @@ use runtime::doorbell::Bell;
 
 use crate::auth::Authenticator;
 use crate::presence::{Device, GatewayAddr, GatewayAddrs};
+use crate::store::Notice;
 
 /// The gateway id of direct sessions; gateways pick any other.
 pub const DIRECT_GATEWAY: u32 = 0;
+
+/// The direct session of writes nobody waits for: its answers are dropped.
+pub const UNANSWERED: SessionId = SessionId {
+    gateway: DIRECT_GATEWAY,
+    slot: 0,
+    serial: 0,
+};
 
 /// Why a direct request got no answer from the tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +87,8 @@ pub enum DirectCall {
         reason: String,
         reply: Box<dyn FnOnce(usize) + Send>,
     },
+    /// Take these delivered (or expired) notices out of the outbox.
+    NoticesDone { notices: Vec<Notice> },
 }
 
 /// The requests waiting for their answers, by their session's serial.
@@ -89,7 +100,8 @@ struct Waiting {
 
 impl Waiting {
     fn insert(&self, answer: Answer) -> u64 {
-        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        // From 1: serial 0 is [`UNANSWERED`]'s.
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed) + 1;
         self.answers.lock().insert(serial, answer);
         serial
     }
@@ -246,6 +258,12 @@ impl Direct {
             reason,
             reply,
         })
+    }
+
+    /// Takes delivered notices out of the outbox (a write; if it fails,
+    /// the outbox finds them again).
+    pub fn notices_done(&self, notices: Vec<Notice>) -> Result<(), Unanswered> {
+        self.call(DirectCall::NoticesDone { notices })
     }
 
     /// A login token for `uid` that expires at `expires_unix_secs`.

@@ -35,7 +35,7 @@ pub mod filter;
 pub mod flush;
 pub mod ids;
 pub mod metrics;
-pub mod offline;
+pub mod outbox;
 pub mod pages;
 pub mod pipeline;
 pub mod presence;

@@ -21,8 +21,10 @@ metric_table! { pub Counter, COUNTERS,
     PushResends => "im_logic_push_resends_total", "Pushes resent because no PushAck came in time.";
     AckTimeoutCloses => "im_logic_ack_timeout_closes_total", "Sessions closed because their pushes went unacked.";
     ReadNotices => "im_logic_read_notices_total", "ReadNotice frames sent to devices.";
-    WebhookFailures => "im_logic_webhook_failures_total", "Offline-webhook deliveries that failed (not retried).";
-    WebhookDropped => "im_logic_webhook_dropped_total", "Offline notifications dropped because the webhook's queue was full.";
+    WebhookDelivered => "im_logic_webhook_delivered_total", "Offline notifications the receiver answered 2xx (taken out of the outbox).";
+    WebhookFailures => "im_logic_webhook_failures_total", "Offline-webhook attempts that failed (no answer, or not 2xx); each is retried with backoff.";
+    WebhookExpired => "im_logic_webhook_expired_total", "Offline notifications taken out of the outbox undelivered after logic.webhook.max_age_secs.";
+    WebhookDropped => "im_logic_webhook_dropped_total", "Offline notifications not recorded because the outbox held logic.webhook.max_backlog.";
     OfflineNotifications => "im_logic_offline_notifications_total", "Messages whose recipient had no device online (the offline hook fired).";
     RedisErrors => "im_logic_redis_errors_total", "Redis calls that failed (each opens the breaker if it was closed).";
     RedisBreakerTrips => "im_logic_redis_breaker_trips_total", "Times the Redis breaker opened: Redis left alone, everything served from storage.";
@@ -36,6 +38,8 @@ metric_table! { pub Gauge, GAUGES,
     PendingPushes => "im_logic_pending_pushes", "Pushes waiting for their PushAck.";
     RecentIds => "im_logic_recent_ids", "Sends in the in-memory dedup cache.";
     RedisUp => "im_logic_redis_up", "1 while Redis is in use, 0 while the breaker is open or Redis is not configured.";
+    WebhookBacklog => "im_logic_webhook_backlog", "Offline notifications in the outbox, not yet delivered (counted about once a second).";
+    WebhookReceiverDown => "im_logic_webhook_receiver_down", "1 while the webhook receiver is failing and the outbox only probes it, else 0.";
 }
 
 /// Error codes, by their wire value, that the logic tier answered with.

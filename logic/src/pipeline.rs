@@ -9,7 +9,7 @@
 //!                                                                     │ Committed
 //!                                                                     ▼
 //!                               requests/<kind>.rs: the answer, then push, ReadNotice,
-//!                               offline hook, and the ack timer for every push
+//!                               and the ack timer for every push
 //! ```
 //!
 //! This thread owns presence, the recent-id cache, the rate limits and the
@@ -37,10 +37,10 @@ use crate::cache::keeper::PresenceEvent;
 use crate::commit::{Committed, WriteJob};
 use crate::config::LogicConfig;
 use crate::dedup::RecentIds;
-use crate::direct::{DIRECT_GATEWAY, DirectCall, UserPresence};
+use crate::direct::{DIRECT_GATEWAY, DirectCall, UNANSWERED, UserPresence};
 use crate::filter::ContentFilter;
 use crate::metrics::{Counter, Gauge, LogicMetrics};
-use crate::offline::OfflineNotifier;
+use crate::outbox::Backlog;
 use crate::presence::Presence;
 use crate::reader::ReadJob;
 use crate::requests::ReadQuery;
@@ -89,7 +89,8 @@ pub struct Pipeline {
     /// Per uid: tokens issued at or before this (Unix ms) are revoked.
     pub(crate) revoked: HashMap<u64, u64>,
     pub(crate) acks: AckTracker,
-    pub(crate) offline: Arc<dyn OfflineNotifier>,
+    /// The offline-notification outbox's size, when a webhook is configured.
+    pub(crate) outbox: Option<Arc<Backlog>>,
     pub(crate) config: LogicConfig,
     /// The ack timers' and rate limits' clock starts here.
     epoch: Instant,
@@ -106,7 +107,7 @@ impl Pipeline {
         downlink: Arc<dyn Downlink>,
         writes: Sender<WriteJob<Ticket>>,
         reads: Sender<ReadJob>,
-        offline: Arc<dyn OfflineNotifier>,
+        outbox: Option<Arc<Backlog>>,
         metrics: Arc<LogicMetrics>,
     ) -> Result<Pipeline, Invalid> {
         Ok(Pipeline {
@@ -131,7 +132,7 @@ impl Pipeline {
                 },
                 0,
             ),
-            offline,
+            outbox,
             config: config.clone(),
             epoch: Instant::now(),
             metrics,
@@ -304,6 +305,16 @@ impl Pipeline {
                 }
                 reply(kicked)
             }
+            DirectCall::NoticesDone { notices } => {
+                let ticket = Ticket {
+                    session: UNANSWERED,
+                    req_id: 0,
+                    uid: 0,
+                    client_msg_id: None,
+                    received: Instant::now(),
+                };
+                self.write(ticket, WriteOp::NoticesDone { notices });
+            }
         }
     }
 
@@ -445,7 +456,6 @@ mod tests {
     use protocol::pb;
 
     use super::*;
-    use crate::offline::LogNotifier;
     use crate::sequencer::Outcome;
     use crate::store::StoreError;
 
@@ -489,7 +499,7 @@ mod tests {
             gateway.clone(),
             write_tx,
             read_tx,
-            Arc::new(LogNotifier),
+            None,
             Arc::new(crate::metrics::LogicMetrics::default()),
         )
         .unwrap();

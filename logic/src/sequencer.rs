@@ -20,7 +20,7 @@ use protocol::pb;
 
 use crate::cache::RowChange;
 use crate::ids::MsgIds;
-use crate::store::{ConvRow, Recovered, Revocation, SentKey, StoreError, WriteStore};
+use crate::store::{ConvRow, Notice, Recovered, Revocation, SentKey, StoreError, WriteStore};
 
 /// A write, as the pipeline hands it over (already validated).
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +31,12 @@ pub enum WriteOp {
         client_msg_id: String,
         content_type: u32,
         content: Vec<u8>,
+        /// Record an offline notification with the message (its recipient
+        /// had no device online), unless it is a duplicate.
+        notify: bool,
     },
+    /// Take notifications the outbox is done with out of it.
+    NoticesDone { notices: Vec<Notice> },
     /// Mark `owner`'s side of the conversation with `peer` read up to `seq`.
     Read { owner: u64, peer: u64, seq: u64 },
     /// Read up to the end, then hide the conversation and its history from `owner`.
@@ -58,6 +63,7 @@ pub enum Outcome {
     Deleted(ReadOutcome),
     ProfileSet,
     Revoked(Revocation),
+    NoticesDone,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -205,7 +211,9 @@ impl Sequencer {
                     row_keys.insert((*owner, *peer));
                     row_keys.insert((*peer, *owner));
                 }
-                WriteOp::SetProfile { .. } | WriteOp::Revoke { .. } => {}
+                WriteOp::SetProfile { .. }
+                | WriteOp::Revoke { .. }
+                | WriteOp::NoticesDone { .. } => {}
             }
         }
         let mut sent: HashMap<(u64, String), pb::Message> = store
@@ -255,6 +263,8 @@ impl Sequencer {
         let mut inserts = Vec::new();
         let mut profiles = Vec::new();
         let mut revocations = Vec::new();
+        let mut notices = Vec::new();
+        let mut notices_done = Vec::new();
         for op in ops {
             let outcome = match op {
                 WriteOp::Send {
@@ -263,6 +273,7 @@ impl Sequencer {
                     client_msg_id,
                     content_type,
                     content,
+                    notify,
                 } => {
                     let key = (*from, client_msg_id.clone());
                     if let Some(original) = sent.get(&key) {
@@ -299,6 +310,15 @@ impl Sequencer {
                         recipient.peer_read_seq = recipient.peer_read_seq.max(seq);
                         recipient.hidden = false;
                         recipient.updated_ms = now_ms;
+                        if *notify {
+                            notices.push(Notice {
+                                msg_id: message.msg_id,
+                                to_uid: *to,
+                                from_uid: *from,
+                                seq,
+                                created_ms: now_ms,
+                            });
+                        }
                         inserts.push(message.clone());
                         sent.insert(key, message.clone());
                         Outcome::Sent {
@@ -344,6 +364,10 @@ impl Sequencer {
                     revocations.push(revocation);
                     Outcome::Revoked(revocation)
                 }
+                WriteOp::NoticesDone { notices } => {
+                    notices_done.extend_from_slice(notices);
+                    Outcome::NoticesDone
+                }
             };
             outcomes.push(outcome);
         }
@@ -360,6 +384,12 @@ impl Sequencer {
         }
         if !revocations.is_empty() {
             store.put_revocations(&revocations)?;
+        }
+        if !notices.is_empty() {
+            store.put_notices(&notices)?;
+        }
+        if !notices_done.is_empty() {
+            store.remove_notices(&notices_done)?;
         }
         for outcome in &mut outcomes {
             if let Outcome::Read(read) | Outcome::Deleted(read) = outcome {
@@ -522,6 +552,61 @@ mod tests {
         };
         assert_eq!((c.seq, *duplicate), (2, false), "no gap where b failed");
         assert!(c.msg_id > a.msg_id);
+    }
+
+    /// The outbox's notices as stored, by msg_id.
+    fn stored_notices(f: &Fixture) -> Vec<Notice> {
+        let mut reader =
+            crate::store::sqlite::Sqlite::open(&f.dir, crate::config::Synchronous::Normal)
+                .and_then(|s| crate::store::Backend::reader(&s))
+                .unwrap();
+        reader.notices(0, 100).unwrap()
+    }
+
+    #[test]
+    fn a_notice_is_stored_with_its_message_only() {
+        let mut f = Fixture::new("seq-notice");
+        let notify = |id: &str| match send(1, 2, id) {
+            WriteOp::Send {
+                from,
+                to,
+                client_msg_id,
+                content_type,
+                content,
+                ..
+            } => WriteOp::Send {
+                from,
+                to,
+                client_msg_id,
+                content_type,
+                content,
+                notify: true,
+            },
+            _ => unreachable!(),
+        };
+        let done = f.apply(&[notify("a"), send(1, 2, "b")], 10).unwrap();
+        let Outcome::Sent { message: a, .. } = &done.outcomes[0] else {
+            panic!()
+        };
+        let notices = stored_notices(&f);
+        assert_eq!(
+            notices,
+            vec![Notice {
+                msg_id: a.msg_id,
+                to_uid: 2,
+                from_uid: 1,
+                seq: 1,
+                created_ms: 10,
+            }]
+        );
+        // A duplicate records nothing; a failed commit takes its notice back.
+        f.apply(&[notify("a")], 11).unwrap();
+        f.fail.store(true, Ordering::SeqCst);
+        assert!(f.apply(&[notify("c")], 12).is_err());
+        f.fail.store(false, Ordering::SeqCst);
+        assert_eq!(stored_notices(&f), notices);
+        f.apply(&[WriteOp::NoticesDone { notices }], 13).unwrap();
+        assert!(stored_notices(&f).is_empty());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::commit::{self, GroupCommit};
 use crate::config::{BackendKind, LogicConfig, RedisConfig, StorageConfig};
 use crate::direct::Direct;
 use crate::metrics::LogicMetrics;
-use crate::offline::{LogNotifier, OfflineNotifier, WebhookNotifier};
+use crate::outbox;
 use crate::pipeline::Pipeline;
 use crate::presence::GatewayAddrs;
 use crate::reader;
@@ -43,6 +43,8 @@ pub enum StartError {
     Config(#[from] Invalid),
     #[error("cannot start a logic thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::StartError),
 }
 
 /// Where the gateway's upcalls arrive: a bounded queue (full: the gateway
@@ -209,13 +211,15 @@ pub fn start(
         max_frame,
     )?);
 
-    let offline: Arc<dyn OfflineNotifier> = if config.offline_webhook.is_empty() {
-        Arc::new(LogNotifier)
+    let outbox = if config.webhook.enabled() {
+        Some(outbox::start(
+            &config.webhook,
+            &backend,
+            direct.direct.clone(),
+            metrics.clone(),
+        )?)
     } else {
-        Arc::new(
-            WebhookNotifier::start(&config.offline_webhook, 65_536, metrics.clone())
-                .map_err(|e| Invalid::new("logic.offline_webhook", e.to_string()))?,
-        )
+        None
     };
     let mut pipeline = Pipeline::new(
         config,
@@ -225,7 +229,7 @@ pub fn start(
         downlink,
         write_tx,
         read_tx,
-        offline,
+        outbox,
         metrics.clone(),
     )?;
     for revocation in revocations {

@@ -182,6 +182,7 @@ impl Config {
         config.redis.apply_env();
         config.link.apply_env();
         config.api.apply_env();
+        config.logic.webhook.apply_env();
         Ok(config)
     }
 

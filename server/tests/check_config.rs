@@ -137,8 +137,20 @@ fn logic_section() {
         ("[logic]\nqueue_capacity = 0\n", "logic.queue_capacity"),
         ("[logic]\nnode_id = 5000\n", "logic.node_id"),
         (
-            "[logic]\noffline_webhook = \"https://example.test/hook\"\n",
-            "logic.offline_webhook",
+            "[logic.webhook]\nurl = \"ftp://example.test/hook\"\nsecret = \"s\"\n",
+            "logic.webhook.url",
+        ),
+        (
+            "[logic.webhook]\nurl = \"https://example.test/hook\"\n",
+            "logic.webhook.secret",
+        ),
+        (
+            "[logic.webhook]\nurl = \"https://example.test/hook\"\nsecret = \"s\"\nca_file = \"/nonexistent.pem\"\n",
+            "logic.webhook.ca_file",
+        ),
+        (
+            "[logic.webhook]\nurl = \"https://example.test/hook\"\nsecret = \"s\"\nsenders = 0\n",
+            "logic.webhook.senders",
         ),
         (
             "[logic]\nmax_content_bytes = 65000\n",
@@ -192,7 +204,7 @@ fn the_split_roles_refuse_to_start_without_their_link() {
 fn start_up_refuses_what_the_check_refuses() {
     for toml in [
         "[storage]\nbackend = \"mysql\"\n",
-        "[logic]\noffline_webhook = \"ftp://x\"\n",
+        "[logic.webhook]\nurl = \"ftp://x\"\nsecret = \"s\"\n",
     ] {
         let config = server::Config::parse(toml).unwrap();
         let checked = config.validate().unwrap_err();

@@ -77,6 +77,8 @@ impl Pipeline {
             Outcome::Deleted(read) => self.deleted_conversation(ticket, read),
             Outcome::ProfileSet => self.profile_set(ticket),
             Outcome::Revoked(revocation) => self.tokens_revoked(ticket, revocation),
+            // The outbox does not wait for its removals.
+            Outcome::NoticesDone => {}
         }
     }
 }

@@ -2,8 +2,9 @@
 //! dedup, then the group commit (`WriteOp::Send`: the sequencer gives it its
 //! seq and msg_id). Once durable: SendResp to the sender (and to any retry
 //! that waited on the same client_msg_id), a push to every other device of
-//! both users, each tracked until its ack, and the offline hook when the
-//! recipient has no device online.
+//! both users, each tracked until its ack. A message to a recipient with no
+//! device online carries an offline notice into the same durable write,
+//! which the outbox (`outbox/`) delivers to the webhook.
 
 use protocol::body::event_frame;
 use protocol::link::{Downcall, SessionId};
@@ -84,14 +85,34 @@ impl Pipeline {
         }
         self.recent.insert_pending(uid, &send.client_msg_id);
         ticket.client_msg_id = Some(send.client_msg_id.clone());
+        let notify = self.notify_offline(send.to_uid);
         let op = WriteOp::Send {
             from: uid,
             to: send.to_uid,
             client_msg_id: send.client_msg_id,
             content_type: send.content_type,
             content: send.content,
+            notify,
         };
         self.write(ticket, op);
+    }
+
+    /// Whether a message to `to` records an offline notice: the recipient
+    /// has no device online, a webhook is configured, and the outbox has
+    /// room (else the notice is counted as dropped).
+    fn notify_offline(&self, to: u64) -> bool {
+        if !self.presence.devices(to).is_empty() {
+            return false;
+        }
+        self.metrics.add(Counter::OfflineNotifications, 1);
+        let Some(backlog) = &self.outbox else {
+            return false;
+        };
+        let admitted = backlog.admit();
+        if !admitted {
+            self.metrics.add(Counter::WebhookDropped, 1);
+        }
+        admitted
     }
 
     /// Takes a token from the user's send rate limit.
@@ -162,10 +183,6 @@ impl Pipeline {
     /// Pushes a stored message to every online device of the recipient and
     /// to the sender's other devices, and tracks each push until its ack.
     fn fan_out(&mut self, origin: SessionId, message: pb::Message) {
-        if self.presence.devices(message.to_uid).is_empty() {
-            self.metrics.add(Counter::OfflineNotifications, 1);
-            self.offline.notify(&message);
-        }
         let msg_id = message.msg_id;
         let targets = self.devices_of([message.to_uid, message.from_uid], origin);
         let Some(frame) = self.encode(&event_frame(pb::Push {

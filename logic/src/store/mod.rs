@@ -116,6 +116,24 @@ pub struct Revocation {
     pub before_ms: u64,
 }
 
+/// An offline notification in the outbox (`outbox/`): message `msg_id`,
+/// seq `seq` of its pair, reached `to_uid` while none of their devices was
+/// online. Recorded in the same transaction as the message; removed once a
+/// receiver took it (or it expired).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, prost::Message)]
+pub struct Notice {
+    #[prost(uint64, tag = "1")]
+    pub msg_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub to_uid: u64,
+    #[prost(uint64, tag = "3")]
+    pub from_uid: u64,
+    #[prost(uint64, tag = "4")]
+    pub seq: u64,
+    #[prost(uint64, tag = "5")]
+    pub created_ms: u64,
+}
+
 /// What the writer needs to resume after a restart.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Recovered {
@@ -189,6 +207,10 @@ pub trait WriteStore: Send {
     fn put_revocations(&mut self, revocations: &[Revocation]) -> StoreResult<()>;
     /// Every revocation stored (read once, at start).
     fn revocations(&mut self) -> StoreResult<Vec<Revocation>>;
+    /// Adds these notices to the outbox.
+    fn put_notices(&mut self, notices: &[Notice]) -> StoreResult<()>;
+    /// Takes these notices out of the outbox (absent ones are no error).
+    fn remove_notices(&mut self, notices: &[Notice]) -> StoreResult<()>;
     /// Unread messages over the owner's visible conversations, as stored
     /// in the open transaction.
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64>;
@@ -261,6 +283,10 @@ pub trait ReadStore: Send {
     }
     /// Stored profiles among `uids` (unknown uids are simply absent).
     fn profiles(&mut self, uids: &[u64]) -> StoreResult<Vec<pb::Profile>>;
+    /// The outbox's notices with `msg_id > after`, by msg_id, at most `limit`.
+    fn notices(&mut self, after: u64, limit: usize) -> StoreResult<Vec<Notice>>;
+    /// How many notices the outbox holds.
+    fn notice_count(&mut self) -> StoreResult<u64>;
 }
 
 /// Opens connections of one backend: one writer, any number of readers.

@@ -32,8 +32,8 @@ use protocol::pb;
 
 use super::sharded::{ShardedReader, ShardedWriter};
 use super::{
-    Backend, ConvRow, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError, StoreResult,
-    WriteStore, direction, message_from_row,
+    Backend, ConvRow, Notice, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError,
+    StoreResult, WriteStore, direction, message_from_row,
 };
 
 /// Each entry moves the schema one version up; `im_schema_version` records
@@ -85,6 +85,13 @@ const MIGRATIONS: &[&[&str]] = &[
     &["CREATE TABLE IF NOT EXISTS revocations (
         uid       BIGINT UNSIGNED NOT NULL PRIMARY KEY,
         before_ms BIGINT UNSIGNED NOT NULL
+     ) ENGINE=InnoDB"],
+    &["CREATE TABLE IF NOT EXISTS outbox (
+        msg_id     BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+        to_uid     BIGINT UNSIGNED NOT NULL,
+        from_uid   BIGINT UNSIGNED NOT NULL,
+        seq        BIGINT UNSIGNED NOT NULL,
+        created_ms BIGINT UNSIGNED NOT NULL
      ) ENGINE=InnoDB"],
 ];
 
@@ -605,6 +612,37 @@ impl WriteStore for MySqlConn {
             .collect())
     }
 
+    fn put_notices(&mut self, notices: &[Notice]) -> StoreResult<()> {
+        if notices.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT IGNORE INTO outbox (msg_id, to_uid, from_uid, seq, created_ms) VALUES {}",
+            placeholders(notices.len(), 5)
+        );
+        let params = notices
+            .iter()
+            .flat_map(|n| [n.msg_id, n.to_uid, n.from_uid, n.seq, n.created_ms].map(Value::from))
+            .collect();
+        self.c()?
+            .exec_drop(sql, Params::Positional(params))
+            .map_err(|e| self.lost(e))
+    }
+
+    fn remove_notices(&mut self, notices: &[Notice]) -> StoreResult<()> {
+        if notices.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "DELETE FROM outbox WHERE msg_id IN ({})",
+            vec!["?"; notices.len()].join(",")
+        );
+        let params = notices.iter().map(|n| Value::from(n.msg_id)).collect();
+        self.c()?
+            .exec_drop(sql, Params::Positional(params))
+            .map_err(|e| self.lost(e))
+    }
+
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
         self.sum_unread(owner)
     }
@@ -769,5 +807,25 @@ impl ReadStore for MySqlConn {
                 avatar_url: take(&mut row, 2)?,
             })
         })
+    }
+
+    fn notices(&mut self, after: u64, limit: usize) -> StoreResult<Vec<Notice>> {
+        self.rows(
+            "SELECT msg_id, to_uid, from_uid, seq, created_ms FROM outbox WHERE msg_id > ? ORDER BY msg_id LIMIT ?",
+            vec![after.into(), (limit as u64).into()],
+            |mut row| {
+                Ok(Notice {
+                    msg_id: take(&mut row, 0)?,
+                    to_uid: take(&mut row, 1)?,
+                    from_uid: take(&mut row, 2)?,
+                    seq: take(&mut row, 3)?,
+                    created_ms: take(&mut row, 4)?,
+                })
+            },
+        )
+    }
+
+    fn notice_count(&mut self) -> StoreResult<u64> {
+        self.scalar("SELECT COUNT(*) FROM outbox", Params::Empty)
     }
 }

@@ -27,7 +27,8 @@
 //! that only if both recipients' pairs share a shard.
 
 use super::{
-    ConvRow, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError, StoreResult, WriteStore,
+    ConvRow, Notice, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError, StoreResult,
+    WriteStore,
 };
 use protocol::pb;
 use std::collections::HashMap;
@@ -128,6 +129,13 @@ impl<S: ?Sized> Shards<S> {
 
     fn of_pair(&mut self, pair: Pair) -> StoreResult<&mut S> {
         self.get(self.map.pair_shard(pair))
+    }
+
+    /// Runs `f` on every shard, in shard order.
+    fn every<R>(&mut self, mut f: impl FnMut(&mut S) -> StoreResult<R>) -> StoreResult<Vec<R>> {
+        (0..self.stores.len())
+            .map(|index| f(self.get(index)?))
+            .collect()
     }
 
     /// Runs `f` on each shard with that shard's part of `items` (shards
@@ -302,6 +310,24 @@ impl WriteStore for ShardedWriter {
         Ok(all)
     }
 
+    fn put_notices(&mut self, notices: &[Notice]) -> StoreResult<()> {
+        self.shards.each(
+            notices.iter().copied(),
+            |map, n| map.user_shard(n.to_uid),
+            |store, notices| store.put_notices(&notices).map(|()| Vec::<()>::new()),
+        )?;
+        Ok(())
+    }
+
+    fn remove_notices(&mut self, notices: &[Notice]) -> StoreResult<()> {
+        self.shards.each(
+            notices.iter().copied(),
+            |map, n| map.user_shard(n.to_uid),
+            |store, notices| store.remove_notices(&notices).map(|()| Vec::<()>::new()),
+        )?;
+        Ok(())
+    }
+
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
         self.shards.of_user(owner)?.total_unread(owner)
     }
@@ -406,6 +432,26 @@ impl ReadStore for ShardedReader {
             |map, uid| map.user_shard(*uid),
             |store, uids| store.profiles(&uids),
         )
+    }
+
+    /// Each shard's first `limit` after `after`, merged: the first `limit`
+    /// of them all.
+    fn notices(&mut self, after: u64, limit: usize) -> StoreResult<Vec<Notice>> {
+        let mut all: Vec<Notice> = self
+            .shards
+            .every(|shard| shard.notices(after, limit))?
+            .concat();
+        all.sort_unstable_by_key(|n| n.msg_id);
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    fn notice_count(&mut self) -> StoreResult<u64> {
+        Ok(self
+            .shards
+            .every(|shard| shard.notice_count())?
+            .iter()
+            .sum())
     }
 }
 

@@ -21,8 +21,8 @@ use protocol::pb;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{
-    Backend, ConvRow, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError, StoreResult,
-    WriteStore, direction, message_from_row,
+    Backend, ConvRow, Notice, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError,
+    StoreResult, WriteStore, direction, message_from_row,
 };
 
 /// Each entry moves the schema one version up; `PRAGMA user_version` records
@@ -74,6 +74,14 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE revocations (
         uid       INTEGER PRIMARY KEY,
         before_ms INTEGER NOT NULL
+     );",
+    // 4: the offline-notification outbox.
+    "CREATE TABLE outbox (
+        msg_id     INTEGER PRIMARY KEY,
+        to_uid     INTEGER NOT NULL,
+        from_uid   INTEGER NOT NULL,
+        seq        INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL
      );",
 ];
 
@@ -457,6 +465,38 @@ impl WriteStore for SqliteConn {
         rows.collect::<Result<_, _>>().map_err(db)
     }
 
+    fn put_notices(&mut self, notices: &[Notice]) -> StoreResult<()> {
+        let mut stmt = self
+            .0
+            .prepare_cached(
+                "INSERT OR IGNORE INTO outbox (msg_id, to_uid, from_uid, seq, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(db)?;
+        for n in notices {
+            stmt.execute(params![
+                i(n.msg_id),
+                i(n.to_uid),
+                i(n.from_uid),
+                i(n.seq),
+                i(n.created_ms)
+            ])
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    fn remove_notices(&mut self, notices: &[Notice]) -> StoreResult<()> {
+        let mut stmt = self
+            .0
+            .prepare_cached("DELETE FROM outbox WHERE msg_id = ?1")
+            .map_err(db)?;
+        for n in notices {
+            stmt.execute([i(n.msg_id)]).map_err(db)?;
+        }
+        Ok(())
+    }
+
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
         self.sum_unread(owner)
     }
@@ -595,5 +635,34 @@ impl ReadStore for SqliteConn {
             }
         }
         Ok(found)
+    }
+
+    fn notices(&mut self, after: u64, limit: usize) -> StoreResult<Vec<Notice>> {
+        let mut stmt = self
+            .0
+            .prepare_cached(
+                "SELECT msg_id, to_uid, from_uid, seq, created_ms FROM outbox
+                 WHERE msg_id > ?1 ORDER BY msg_id LIMIT ?2",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![i(after), limit as i64], |r| {
+                Ok(Notice {
+                    msg_id: u(r.get(0)?),
+                    to_uid: u(r.get(1)?),
+                    from_uid: u(r.get(2)?),
+                    seq: u(r.get(3)?),
+                    created_ms: u(r.get(4)?),
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    fn notice_count(&mut self) -> StoreResult<u64> {
+        self.0
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))
+            .map(u)
+            .map_err(db)
     }
 }

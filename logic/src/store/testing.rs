@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use protocol::pb;
 
-use super::Revocation;
 use super::sqlite::{Sqlite, Synchronous};
 use super::{Backend, ConvRow, Pair, Recovered, SentKey, StoreError, StoreResult, WriteStore};
+use super::{Notice, Revocation};
 use crate::sequencer::{Outcome, WriteOp};
 
 /// A shard whose commits fail while `fail` is set.
@@ -55,6 +55,12 @@ impl WriteStore for FailingCommit {
     fn revocations(&mut self) -> StoreResult<Vec<Revocation>> {
         self.inner.revocations()
     }
+    fn put_notices(&mut self, notices: &[Notice]) -> StoreResult<()> {
+        self.inner.put_notices(notices)
+    }
+    fn remove_notices(&mut self, notices: &[Notice]) -> StoreResult<()> {
+        self.inner.remove_notices(notices)
+    }
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
         self.inner.total_unread(owner)
     }
@@ -70,6 +76,7 @@ pub fn send(from: u64, to: u64, id: &str) -> WriteOp {
         client_msg_id: id.into(),
         content_type: 1,
         content: id.as_bytes().to_vec(),
+        notify: false,
     }
 }
 

@@ -702,57 +702,39 @@ fn errors_do_not_end_the_session() {
 }
 
 #[test]
-fn offline_recipients_fire_the_webhook_once_per_message() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::sync::mpsc;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/offline", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel::<String>();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let mut reader = BufReader::new(stream.unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if let Some(v) = line.strip_prefix("Content-Length: ") {
-                    length = v.trim().parse().unwrap();
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            reader
-                .get_mut()
-                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
-                .unwrap();
-            tx.send(String::from_utf8(body).unwrap()).unwrap();
-        }
+fn offline_recipients_get_one_signed_notification_per_message() {
+    let mut receiver = super::receiver::Receiver::new(free_port(), b"hook-secret", None);
+    receiver.start();
+    let node = node_with(|c| {
+        c.logic.webhook.url = receiver.url();
+        c.logic.webhook.secret = "hook-secret".into();
     });
-    let node = node_with(|c| c.logic.offline_webhook = url);
     let mut alice = node.login(1, "phone");
     let mut carol = node.login(3, "phone");
-    let first = send(&mut alice, 2, "a", b"x");
+    let first = send(&mut alice, 2, "a", b"hello bob");
     let second = send(&mut alice, 2, "b", b"x");
-    send(&mut alice, 2, "a", b"x"); // a duplicate fires nothing
+    send(&mut alice, 2, "a", b"hello bob"); // a duplicate records nothing
     send(&mut alice, 3, "c", b"x"); // carol is online
     expect_push(&mut carol);
-    let mut bodies: Vec<String> = (0..2)
-        .map(|_| rx.recv_timeout(WAIT).expect("a webhook call"))
-        .collect();
-    bodies.sort();
-    for resp in [&first, &second] {
-        assert!(
-            bodies
-                .iter()
-                .any(|b| b.contains(&format!("\"msg_id\":{}", resp.msg_id))
-                    && b.contains("\"to_uid\":2"))
-        );
-    }
-    assert!(
-        rx.recv_timeout(QUIET).is_err(),
-        "one call per offline message, none for online recipients"
+    let mut got = eventually("two notifications", || {
+        let got = receiver.deliveries();
+        (got.len() >= 2).then_some(got)
+    });
+    got.sort_by_key(|d| d.json()["seq"].as_u64());
+    thread::sleep(QUIET);
+    assert_eq!(
+        receiver.deliveries().len(),
+        2,
+        "one notification per offline message, none for online recipients"
     );
+    for (delivery, resp) in got.iter().zip([&first, &second]) {
+        assert!(delivery.signature_ok);
+        let json = delivery.json();
+        assert_eq!(json["msg_id"], resp.msg_id.to_string());
+        assert_eq!(delivery.msg_id(), resp.msg_id.to_string());
+        assert_eq!(json["to_uid"], 2);
+        assert_eq!(json["from_uid"], 1);
+        assert_eq!(json["seq"], resp.seq);
+    }
+    assert_eq!(got[0].json()["preview"], "hello bob");
 }

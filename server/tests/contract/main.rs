@@ -9,6 +9,7 @@
 //! the gateways; and once with every other client over TLS.
 
 mod harness;
+mod receiver;
 
 /// One module per backend, each running every case of `cases.rs`.
 macro_rules! suite {

@@ -49,6 +49,10 @@ pub fn apply(conn: &mut SqliteConn, records: &[Arc<Record>]) -> StoreResult<()> 
             if !record.profiles.is_empty() {
                 conn.put_profiles(&record.profiles, record.time_ms)?;
             }
+            // In record order: a notice delivered in a later record was
+            // added by an earlier one.
+            conn.put_notices(&record.notices)?;
+            conn.remove_notices(&record.notices_done)?;
         }
         conn.put_conversations(&rows.values().collect::<Vec<_>>())?;
         conn.set_journal_lsn(last.lsn)?;

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use prost::Message as _;
 use protocol::pb;
 
-use crate::store::{ConvRow, Revocation};
+use crate::store::{ConvRow, Notice, Revocation};
 
 /// Largest record body accepted on reading: a batch of 4,096 writes of the
 /// largest content fits many times over; anything bigger is damage.
@@ -52,6 +52,12 @@ pub struct Record {
     pub profiles: Vec<pb::Profile>,
     #[prost(message, repeated, tag = "6")]
     pub revocations: Vec<Revocation>,
+    /// Offline notifications recorded with this batch's messages.
+    #[prost(message, repeated, tag = "7")]
+    pub notices: Vec<Notice>,
+    /// Notifications the outbox delivered (or let expire): removed.
+    #[prost(message, repeated, tag = "8")]
+    pub notices_done: Vec<Notice>,
 }
 
 impl Record {
@@ -60,6 +66,8 @@ impl Record {
             && self.rows.is_empty()
             && self.profiles.is_empty()
             && self.revocations.is_empty()
+            && self.notices.is_empty()
+            && self.notices_done.is_empty()
     }
 }
 
@@ -533,6 +541,14 @@ mod tests {
                 avatar_url: String::new(),
             }],
             revocations: Vec::new(),
+            notices: vec![Notice {
+                msg_id: lsn * 100,
+                to_uid: 2,
+                from_uid: 1,
+                seq: 1,
+                created_ms: 5,
+            }],
+            notices_done: Vec::new(),
         }
     }
 

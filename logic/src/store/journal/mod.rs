@@ -55,7 +55,7 @@ use self::pending::Pending;
 use self::priority::Priority;
 use super::sqlite::{Sqlite, SqliteConn, Synchronous};
 use super::{
-    Backend, ConvRow, Flusher, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError,
+    Backend, ConvRow, Flusher, Notice, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError,
     StoreResult, WriteStore,
 };
 
@@ -413,6 +413,16 @@ impl WriteStore for JournalStore {
         self.reads.revocations()
     }
 
+    fn put_notices(&mut self, notices: &[Notice]) -> StoreResult<()> {
+        self.record()?.notices.extend_from_slice(notices);
+        Ok(())
+    }
+
+    fn remove_notices(&mut self, notices: &[Notice]) -> StoreResult<()> {
+        self.record()?.notices_done.extend_from_slice(notices);
+        Ok(())
+    }
+
     fn total_unread(&mut self, owner: u64) -> StoreResult<u64> {
         // Newest first: the open batch, then the overlay, then SQLite.
         let mut newer: HashMap<u64, ConvRow> =
@@ -588,6 +598,14 @@ impl ReadStore for WaitingReader {
     fn profiles(&mut self, uids: &[u64]) -> StoreResult<Vec<pb::Profile>> {
         self.inner.profiles(uids)
     }
+
+    fn notices(&mut self, after: u64, limit: usize) -> StoreResult<Vec<Notice>> {
+        self.inner.notices(after, limit)
+    }
+
+    fn notice_count(&mut self) -> StoreResult<u64> {
+        self.inner.notice_count()
+    }
 }
 
 #[cfg(test)]
@@ -655,7 +673,7 @@ mod tests {
                     Row::from(&row(2, 1, lsn, lsn * 2)),
                 ],
                 profiles: Vec::new(),
-                revocations: Vec::new(),
+                ..Default::default()
             })
             .unwrap();
         }

@@ -137,7 +137,7 @@ mod tests {
             }],
             rows: vec![Row::from(&row)],
             profiles: Vec::new(),
-            revocations: Vec::new(),
+            ..Default::default()
         }
     }
 
