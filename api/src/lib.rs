@@ -7,9 +7,11 @@
 //!   make too (send, history, conversations, profiles) goes into the logic
 //!   tier through `logic::direct`, the path a client's request takes, so
 //!   it has the same validation, dedup, durability and fan-out;
-//! - the admin endpoints ([`admin`]): `/metrics`, `/healthz`, `/readyz`.
+//! - the admin endpoints ([`admin`]): `/metrics`, `/healthz`, `/readyz`;
+//! - system messages from NATS JetStream ([`queue`]), the API's send
+//!   request read from a queue instead of a socket.
 //!
-//! [`serve`] runs both on the ports their sections give.
+//! [`serve`] runs them all on the runtime, the ports their sections give.
 
 pub mod admin;
 pub mod asking;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod extract;
 pub mod keys;
 pub mod metrics;
+pub mod queue;
 pub mod routes;
 pub mod serve;
 

@@ -1,5 +1,6 @@
 //! The HTTP runtime: one tokio runtime on threads of its own serving the
-//! admin port and the API port, stopped gracefully with the node.
+//! admin port and the API port, and consuming the queue, stopped
+//! gracefully with the node.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -20,6 +21,8 @@ pub struct Sites {
     pub admin: Option<(SocketAddr, Render, Readiness)>,
     /// The API port and its state.
     pub api: Option<(SocketAddr, Arc<Api>)>,
+    /// The queue consumer.
+    pub queue: Option<Arc<crate::queue::Queue>>,
     /// Threads of the runtime.
     pub threads: usize,
 }
@@ -65,6 +68,7 @@ pub fn start(sites: Sites) -> io::Result<HttpHandle> {
     .enable_time()
     .build()?;
     let (stop, stopped) = watch::channel(false);
+    let queue = sites.queue;
     let thread = thread::Builder::new()
         .name("im-http".into())
         .spawn(move || {
@@ -94,6 +98,9 @@ pub fn start(sites: Sites) -> io::Result<HttpHandle> {
                             log::error!("http: {e}");
                         }
                     }));
+                }
+                if let Some(queue) = queue {
+                    servers.push(tokio::spawn(queue.run(stopped.clone())));
                 }
                 let mut stopped = stopped;
                 let _ = stopped.wait_for(|s| *s).await;

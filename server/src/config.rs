@@ -13,6 +13,7 @@
 use std::path::Path;
 
 use api::ApiConfig;
+use api::queue::QueueConfig;
 use gateway::GatewayConfig;
 use logic::config::{AuthConfig, LogicConfig, RedisConfig, StorageConfig};
 use runtime::config::{Invalid, socket_addr};
@@ -30,6 +31,7 @@ pub struct Config {
     pub logic: LogicConfig,
     pub redis: RedisConfig,
     pub link: LinkConfig,
+    pub queue: QueueConfig,
 }
 
 /// `[link]`: gateways and the logic tier as separate processes
@@ -183,6 +185,7 @@ impl Config {
         config.link.apply_env();
         config.api.apply_env();
         config.logic.webhook.apply_env();
+        config.queue.apply_env();
         Ok(config)
     }
 
@@ -201,6 +204,7 @@ impl Config {
         self.logic.validate()?;
         self.redis.validate()?;
         self.link.validate()?;
+        self.queue.validate()?;
         // A message, with its envelope, must fit in one frame.
         if self.logic.max_content_bytes + 1024 > self.gateway.max_frame {
             return Err(Invalid::new(

@@ -64,39 +64,51 @@ fn start_logic(config: &Config, link: logic::Link) -> Result<logic::LogicHandle,
     )?)
 }
 
-/// The admin port and the API port, each if configured: the admin port
-/// serving `render` (with the API's metrics when the API runs) and
-/// `readiness`, the API making its requests through `direct`.
+/// The admin port, the API port and the queue consumer, each if
+/// configured: the admin port serving `render` (with the API's and the
+/// queue's metrics when they run) and `readiness`, the API and the queue
+/// making their requests through `direct` (a node with a logic tier).
 fn start_http(
     config: &Config,
     render: admin::Render,
     readiness: Readiness,
     direct: Option<logic::direct::Direct>,
 ) -> Result<Option<HttpHandle>, NodeError> {
-    let api = match (config.api.addr()?, direct) {
-        (Some(addr), Some(direct)) => {
+    let api_addr = config.api.addr()?;
+    let api = match direct {
+        Some(direct) if api_addr.is_some() || config.queue.enabled() => {
             let data_dir = Path::new(&config.storage.data_dir);
-            Some((addr, Arc::new(Api::new(&config.api, direct, data_dir)?)))
+            Some(Arc::new(Api::new(&config.api, direct, data_dir)?))
         }
         _ => None,
     };
-    let render: admin::Render = match &api {
-        None => render,
-        Some((_, api)) => {
-            let api_metrics = api.metrics.clone();
-            Arc::new(move || {
-                let mut out = render();
-                api_metrics.render(&mut out);
-                out
-            })
-        }
+    let queue = match &api {
+        Some(api) if config.queue.enabled() => Some(Arc::new(api::queue::Queue {
+            config: config.queue.clone(),
+            api: api.clone(),
+            metrics: Arc::default(),
+        })),
+        _ => None,
     };
+    let api_metrics = api.as_ref().map(|api| api.metrics.clone());
+    let queue_metrics = queue.as_ref().map(|queue| queue.metrics.clone());
+    let render: admin::Render = Arc::new(move || {
+        let mut out = render();
+        if let Some(metrics) = &api_metrics {
+            metrics.render(&mut out);
+        }
+        if let Some(metrics) = &queue_metrics {
+            metrics.render(&mut out);
+        }
+        out
+    });
     let sites = Sites {
         admin: config.admin.addr()?.map(|addr| (addr, render, readiness)),
-        api,
+        api: api_addr.zip(api),
+        queue,
         threads: config.api.threads,
     };
-    if sites.admin.is_none() && sites.api.is_none() {
+    if sites.admin.is_none() && sites.api.is_none() && sites.queue.is_none() {
         return Ok(None);
     }
     Ok(Some(

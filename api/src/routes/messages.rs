@@ -78,6 +78,24 @@ pub struct Sent {
     pub duplicate: bool,
 }
 
+impl SendRequest {
+    /// The sender and the client's SendReq this request makes (also what
+    /// a queued request makes: `queue/`).
+    pub fn into_send(self, api: &Api) -> Result<(u64, pb::SendReq), ApiError> {
+        let from = api.sender(self.from_uid)?;
+        let (content_type, content) = self.content.bytes()?;
+        Ok((
+            from,
+            pb::SendReq {
+                to_uid: self.to_uid,
+                client_msg_id: self.client_msg_id,
+                content_type,
+                content,
+            },
+        ))
+    }
+}
+
 impl Api {
     /// The sender a send names, or the system account.
     fn sender(&self, from_uid: Option<u64>) -> Result<u64, ApiError> {
@@ -106,14 +124,7 @@ pub async fn send(
     State(api): State<Arc<Api>>,
     JsonBody(req): JsonBody<SendRequest>,
 ) -> Result<Json<Sent>, ApiError> {
-    let from = api.sender(req.from_uid)?;
-    let (content_type, content) = req.content.bytes()?;
-    let send = pb::SendReq {
-        to_uid: req.to_uid,
-        client_msg_id: req.client_msg_id,
-        content_type,
-        content,
-    };
+    let (from, send) = req.into_send(&api)?;
     Ok(Json(api.call(from, send).await?.into()))
 }
 

@@ -2,7 +2,7 @@
 //! OpenAPI document needs an API key (`crate::authenticate`).
 
 mod conversations;
-mod messages;
+pub mod messages;
 mod presence;
 mod profiles;
 mod tokens;
