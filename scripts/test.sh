@@ -6,7 +6,7 @@
 #
 # The tests need no server running: those that need MariaDB and Redis start
 # private instances of their own on free loopback ports (testkit/), so only
-# the server binaries (and promtool) must be installed. When they are not,
+# the server binaries (and promtool, nats-server) must be installed. When they are not,
 # this installs them (Debian, as root) or says what to install. IM_TEST_MYSQL_URL and
 # IM_TEST_REDIS_URL point the tests at existing servers instead.
 set -euo pipefail
@@ -20,6 +20,8 @@ if [ -z "${IM_TEST_REDIS_URL:-}" ] && ! have redis-server; then missing+=(redis-
 # the web client's browser test (clients/web/e2e).
 have promtool || missing+=(prometheus)
 have chromium || missing+=(chromium)
+# The queue tests start private JetStream brokers (server/tests/queue.rs).
+have nats-server || missing+=(nats-server)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (the tests start private instances)"

@@ -187,6 +187,30 @@ fn link_section() {
 /// The split roles check the link on top of the file: a gateway needs the
 /// logic tier's address and both need the secret.
 #[test]
+fn queue_section() {
+    refused(&[
+        ("[queue]\nurl = \"amqp://127.0.0.1\"\n", "queue.url"),
+        (
+            "[queue]\nurl = \"nats://127.0.0.1:4222\"\nstream = \"a.b\"\n",
+            "queue.stream",
+        ),
+        (
+            "[queue]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"im.>\"\n",
+            "queue.subject",
+        ),
+        (
+            "[queue]\nurl = \"nats://127.0.0.1:4222\"\ndead_letter_subject = \"im.system.send\"\n",
+            "queue.dead_letter_subject",
+        ),
+        (
+            "[queue]\nurl = \"nats://127.0.0.1:4222\"\nmax_in_flight = 0\n",
+            "queue.max_in_flight",
+        ),
+        ("[queue]\nprefetch = 5\n", "prefetch"),
+    ]);
+}
+
+#[test]
 fn the_split_roles_refuse_to_start_without_their_link() {
     let config = server::Config::default();
     let gateway = server::GatewayNode::start(&config).err().expect("refused");

@@ -106,9 +106,36 @@ fn notifications_are_signed_and_carry_what_a_push_bridge_needs() {
         &forged,
         &got[0].headers["x-im-signature"],
     ));
+    // The receiver in docs/webhook.md accepts the real request and refuses the forgery.
+    assert!(python_verifies(&got[0].headers, &got[0].body));
+    assert!(!python_verifies(&got[0].headers, &forged));
     eventually("an empty outbox", || {
         (node.metric("im_logic_webhook_backlog") == Some(0)).then_some(())
     });
+}
+
+/// Runs docs/webhook.md's Python `verify` on a request.
+fn python_verifies(headers: &std::collections::BTreeMap<String, String>, body: &[u8]) -> bool {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/webhook.md"))
+        .unwrap();
+    let start = doc.find("```python\n").expect("a Python example") + "```python\n".len();
+    let code = &doc[start..start + doc[start..].find("```").unwrap()];
+    let script = format!(
+        "{code}\nimport sys\nheaders = {{'X-IM-Timestamp': sys.argv[1], 'X-IM-Signature': sys.argv[2]}}\n\
+         body = bytes.fromhex(sys.argv[3])\nsys.exit(0 if verify(sys.argv[4].encode(), headers, body) else 1)\n"
+    );
+    let hex: String = body.iter().map(|b| format!("{b:02x}")).collect();
+    Command::new("python3")
+        .args(["-c", &script])
+        .args([
+            &headers["x-im-timestamp"],
+            &headers["x-im-signature"],
+            &hex,
+            HOOK_SECRET,
+        ])
+        .status()
+        .expect("python3")
+        .success()
 }
 
 #[test]
