@@ -10,6 +10,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -66,6 +67,9 @@ impl Inbox {
 
 pub struct LogicHandle {
     threads: Vec<JoinHandle<()>>,
+    /// Tells the outbox's threads to stop (they are not joined: a
+    /// delivery in progress may take its timeout).
+    outbox_stop: Arc<AtomicBool>,
     metrics: Arc<LogicMetrics>,
     direct: Direct,
 }
@@ -85,6 +89,7 @@ impl LogicHandle {
     /// gone (the upcall queue is disconnected) and every write it accepted
     /// is committed and answered.
     pub fn join(self) {
+        self.outbox_stop.store(true, Ordering::Relaxed);
         for thread in self.threads {
             if thread.join().is_err() {
                 log::error!("a logic thread panicked");
@@ -211,12 +216,14 @@ pub fn start(
         max_frame,
     )?);
 
+    let outbox_stop = Arc::new(AtomicBool::new(false));
     let outbox = if config.webhook.enabled() {
         Some(outbox::start(
             &config.webhook,
             &backend,
             direct.direct.clone(),
             metrics.clone(),
+            outbox_stop.clone(),
         )?)
     } else {
         None
@@ -242,6 +249,7 @@ pub fn start(
     );
     Ok(LogicHandle {
         threads,
+        outbox_stop,
         metrics,
         direct: direct.direct,
     })

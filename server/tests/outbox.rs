@@ -151,7 +151,9 @@ fn a_receiver_down_then_up_gets_every_notification() {
             (node.metric("im_logic_webhook_receiver_down") == Some(1)).then_some(())
         });
         assert!(node.metric("im_logic_webhook_failures_total").unwrap() >= 3);
-        assert_eq!(node.metric("im_logic_webhook_backlog"), Some(300));
+        eventually("a backlog of 300", || {
+            (node.metric("im_logic_webhook_backlog") == Some(300)).then_some(())
+        });
         receiver.start();
         expected.extend(send_offline(&mut alice, 100, "up"));
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -171,6 +173,36 @@ fn a_receiver_down_then_up_gets_every_notification() {
         assert_eq!(node.metric("im_logic_webhook_receiver_down"), Some(0));
         receiver.stop();
     }
+}
+
+#[test]
+fn notices_past_their_age_are_dropped_and_counted() {
+    let ca = TestCa::new();
+    let ca_path = ca_file(&ca, "expire");
+    let mut receiver = Receiver::new(free_port(), HOOK_SECRET.as_bytes(), Some(&ca));
+    let node = TestNode::with(Store::Sqlite, |c| {
+        c.admin.listen = "127.0.0.1:0".into();
+        c.logic.webhook.url = receiver.url();
+        c.logic.webhook.secret = HOOK_SECRET.into();
+        c.logic.webhook.ca_file = ca_path.display().to_string();
+        c.logic.webhook.retry_first_ms = 50;
+        c.logic.webhook.retry_max_ms = 200;
+        c.logic.webhook.max_age_secs = 1;
+    });
+    let mut alice = node.login(1, "phone");
+    send_offline(&mut alice, 20, "old");
+    eventually("20 expired", || {
+        (node.metric("im_logic_webhook_expired_total") == Some(20)).then_some(())
+    });
+    eventually("an empty outbox", || {
+        (node.metric("im_logic_webhook_backlog") == Some(0)).then_some(())
+    });
+    receiver.start();
+    let fresh = send_offline(&mut alice, 1, "new");
+    eventually("the fresh one delivered", || {
+        (receiver.unique() == fresh).then_some(())
+    });
+    assert_eq!(receiver.deliveries().len(), 1, "nothing expired was sent");
 }
 
 /// The real binary, so that it can be killed for real.

@@ -31,7 +31,7 @@ pub mod signing;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -99,13 +99,14 @@ struct Attempt {
 }
 
 /// Starts the dispatcher and its senders; the returned backlog is the
-/// pipeline's. They stop when the tier does (the writer no longer takes
-/// removals).
+/// pipeline's. They stop once `stop` is set (within a poll), handing the
+/// removals they hold to the writer first.
 pub fn start(
     config: &WebhookConfig,
     backend: &Arc<dyn Backend>,
     direct: Direct,
     metrics: Arc<LogicMetrics>,
+    stop: Arc<AtomicBool>,
 ) -> Result<Arc<Backlog>, StartError> {
     let agent = http::agent(config).map_err(StartError::Config)?;
     let backlog = Arc::new(Backlog::new(config.max_backlog));
@@ -145,6 +146,7 @@ pub fn start(
         delivered: HashSet::new(),
         suspect: HashSet::new(),
         removals: Vec::new(),
+        stop,
     };
     thread::Builder::new()
         .name("im-outbox".into())
@@ -193,6 +195,7 @@ struct Dispatcher {
     suspect: HashSet<u64>,
     /// Removals not yet handed to the writer.
     removals: Vec<Notice>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Dispatcher {
@@ -201,7 +204,7 @@ impl Dispatcher {
         let mut next_rescan = Instant::now() + RESCAN;
         let mut next_count = Instant::now();
         let mut removal_since: Option<Instant> = None;
-        loop {
+        while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now >= next_count {
                 self.count();
@@ -246,6 +249,9 @@ impl Dispatcher {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        if !self.removals.is_empty() {
+            self.remove();
+        }
         log::debug!("outbox stopped");
     }
 
@@ -285,7 +291,6 @@ impl Dispatcher {
                 return;
             }
         };
-        let now_ms = unix_ms();
         for notice in notices {
             self.cursor = self.cursor.max(notice.msg_id);
             if self.entries.contains_key(&notice.msg_id) {
@@ -297,14 +302,7 @@ impl Dispatcher {
                 self.removals.push(notice);
                 continue;
             }
-            if now_ms.saturating_sub(notice.created_ms) > self.max_age_ms {
-                self.metrics.add(Counter::WebhookExpired, 1);
-                log::warn!(
-                    "outbox: notice of message {} to {} expired undelivered",
-                    notice.msg_id,
-                    notice.to_uid
-                );
-                self.removals.push(notice);
+            if self.expired(&notice) {
                 continue;
             }
             self.entries.insert(
@@ -316,6 +314,22 @@ impl Dispatcher {
             );
             self.due.push(Reverse((now, notice.msg_id)));
         }
+    }
+
+    /// Whether `notice` is past `max_age_secs`: if so it is counted and
+    /// its removal asked for.
+    fn expired(&mut self, notice: &Notice) -> bool {
+        if unix_ms().saturating_sub(notice.created_ms) <= self.max_age_ms {
+            return false;
+        }
+        self.metrics.add(Counter::WebhookExpired, 1);
+        log::warn!(
+            "outbox: notice of message {} to {} expired undelivered",
+            notice.msg_id,
+            notice.to_uid
+        );
+        self.removals.push(*notice);
+        true
     }
 
     /// Starts reading from the first notice again.
@@ -333,11 +347,17 @@ impl Dispatcher {
                 return;
             }
             self.due.pop();
-            let Some(entry) = self.entries.get_mut(&msg_id) else {
+            let Some(notice) = self.entries.get(&msg_id).map(|e| e.notice) else {
                 continue;
             };
-            entry.attempts += 1;
-            if jobs.send(entry.notice).is_err() {
+            if self.expired(&notice) {
+                self.entries.remove(&msg_id);
+                continue;
+            }
+            if let Some(entry) = self.entries.get_mut(&msg_id) {
+                entry.attempts += 1;
+            }
+            if jobs.send(notice).is_err() {
                 return;
             }
             self.in_flight += 1;
