@@ -176,7 +176,7 @@ fn a_receiver_down_then_up_gets_every_notification() {
 }
 
 #[test]
-fn notices_past_their_age_are_dropped_and_counted() {
+fn notices_past_their_age_are_dropped_and_counted_and_previews_can_be_off() {
     let ca = TestCa::new();
     let ca_path = ca_file(&ca, "expire");
     let mut receiver = Receiver::new(free_port(), HOOK_SECRET.as_bytes(), Some(&ca));
@@ -188,6 +188,7 @@ fn notices_past_their_age_are_dropped_and_counted() {
         c.logic.webhook.retry_first_ms = 50;
         c.logic.webhook.retry_max_ms = 200;
         c.logic.webhook.max_age_secs = 1;
+        c.logic.webhook.preview_chars = 0;
     });
     let mut alice = node.login(1, "phone");
     send_offline(&mut alice, 20, "old");
@@ -202,7 +203,11 @@ fn notices_past_their_age_are_dropped_and_counted() {
     eventually("the fresh one delivered", || {
         (receiver.unique() == fresh).then_some(())
     });
-    assert_eq!(receiver.deliveries().len(), 1, "nothing expired was sent");
+    let delivered = receiver.deliveries();
+    assert_eq!(delivered.len(), 1, "nothing expired was sent");
+    let json = delivered[0].json();
+    assert!(json.get("preview").is_none(), "preview_chars = 0: {json}");
+    assert_eq!(json["content_type"], 1);
 }
 
 /// The real binary, so that it can be killed for real.

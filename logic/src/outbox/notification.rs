@@ -53,8 +53,12 @@ impl Notification {
     }
 }
 
-/// The first `chars` characters of the content, if it is UTF-8.
+/// The first `chars` characters of the content, if it is UTF-8 and
+/// `chars` is not 0.
 fn preview(message: &pb::Message, chars: usize) -> Option<String> {
+    if chars == 0 {
+        return None;
+    }
     let text = std::str::from_utf8(&message.content).ok()?;
     Some(text.chars().take(chars).collect())
 }
@@ -71,6 +75,7 @@ mod tests {
         };
         assert_eq!(preview(&message, 5).as_deref(), Some("héllo"));
         assert_eq!(preview(&message, 100).as_deref(), Some("héllo wörld"));
+        assert_eq!(preview(&message, 0), None, "previews off");
         message.content = vec![0xff, 0xfe];
         assert_eq!(preview(&message, 5), None);
     }
