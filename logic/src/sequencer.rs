@@ -458,7 +458,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::store::testing::{FailingCommit, send, sent, temp_sqlite};
+    use crate::store::testing::{FailingCommit, send, send_notifying, sent, temp_sqlite};
 
     struct Fixture {
         dir: std::path::PathBuf,
@@ -566,24 +566,7 @@ mod tests {
     #[test]
     fn a_notice_is_stored_with_its_message_only() {
         let mut f = Fixture::new("seq-notice");
-        let notify = |id: &str| match send(1, 2, id) {
-            WriteOp::Send {
-                from,
-                to,
-                client_msg_id,
-                content_type,
-                content,
-                ..
-            } => WriteOp::Send {
-                from,
-                to,
-                client_msg_id,
-                content_type,
-                content,
-                notify: true,
-            },
-            _ => unreachable!(),
-        };
+        let notify = |id: &str| send_notifying(1, 2, id, true);
         let done = f.apply(&[notify("a"), send(1, 2, "b")], 10).unwrap();
         let Outcome::Sent { message: a, .. } = &done.outcomes[0] else {
             panic!()

@@ -11,11 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use client::Client;
-use harness::{free_port, whole_history};
-use protocol::{Body, pb, token};
-
-const SECRET: &str = "durability-test-secret";
+use harness::{SECRET, free_port, login_to as login, whole_history};
+use protocol::{Body, pb};
 
 struct Server {
     child: Child,
@@ -58,16 +55,6 @@ fn start(dir: &std::path::Path, port: u16, log: &str) -> Server {
         thread::sleep(Duration::from_millis(20));
     }
     Server { child, port }
-}
-
-fn login(port: u16, uid: u64) -> Client {
-    let mut client = Client::connect(("127.0.0.1", port)).unwrap();
-    client.set_timeout(Duration::from_secs(5));
-    let token = token::mint(SECRET.as_bytes(), uid, runtime::clock::unix_secs() + 600);
-    client
-        .login(uid, &token, "phone", pb::Platform::Mobile)
-        .unwrap();
-    client
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use client::Client;
-use harness::{Store, TestNode, eventually, free_port, send, valid_token};
+use harness::{Store, TestNode, eventually, free_port, login_to as login, send};
 use protocol::pb;
 use receiver::{Receiver, TestCa};
 
@@ -53,6 +53,20 @@ fn send_offline(client: &mut Client, n: usize, prefix: &str) -> HashSet<String> 
                 .to_string()
         })
         .collect()
+}
+
+/// Waits up to `secs` for the receiver to have every one of `expected`.
+fn wait_for_all(receiver: &Receiver, expected: &HashSet<String>, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while receiver.unique() != *expected {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} notifications arrived",
+            receiver.unique().len(),
+            expected.len()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -156,16 +170,7 @@ fn a_receiver_down_then_up_gets_every_notification() {
         });
         receiver.start();
         expected.extend(send_offline(&mut alice, 100, "up"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while receiver.unique() != expected {
-            assert!(
-                Instant::now() < deadline,
-                "{} of {} notifications arrived",
-                receiver.unique().len(),
-                expected.len()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_all(&receiver, &expected, 30);
         assert!(receiver.deliveries().iter().all(|d| d.signature_ok));
         eventually("an empty outbox", || {
             (node.metric("im_logic_webhook_backlog") == Some(0)).then_some(())
@@ -251,15 +256,6 @@ fn start_server(dir: &Path, port: u16, receiver: &Receiver, ca_file: &Path, log:
     Server { child }
 }
 
-fn login(port: u16, uid: u64) -> Client {
-    let mut client = Client::connect(("127.0.0.1", port)).unwrap();
-    client.set_timeout(Duration::from_secs(5));
-    client
-        .login(uid, &valid_token(uid), "phone", pb::Platform::Mobile)
-        .unwrap();
-    client
-}
-
 #[test]
 fn pending_notifications_survive_kill_9() {
     let dir = std::env::temp_dir().join(format!("im-outbox-kill-{}", std::process::id()));
@@ -278,16 +274,7 @@ fn pending_notifications_survive_kill_9() {
 
     receiver.start();
     let _server = start_server(&dir, port, &receiver, &ca_path, "second.log");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while receiver.unique() != expected {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} notifications arrived after the restart",
-            receiver.unique().len(),
-            expected.len()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_all(&receiver, &expected, 60);
     assert!(receiver.deliveries().iter().all(|d| d.signature_ok));
     let _ = std::fs::remove_dir_all(&dir);
 }

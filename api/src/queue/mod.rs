@@ -228,19 +228,17 @@ impl Queue {
     /// The streams and the consumer, created if absent, and its messages.
     async fn subscribe(&self, js: &jetstream::Context) -> Result<consumer::pull::Stream, String> {
         let c = &self.config;
-        js.get_or_create_stream(stream::Config {
-            name: c.dead_letter_stream.clone(),
-            subjects: vec![c.dead_letter_subject.clone()],
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        let source = js
-            .get_or_create_stream(stream::Config {
-                name: c.stream.clone(),
-                subjects: vec![c.subject.clone()],
+        let stream = |name: &str, subject: &str| {
+            js.get_or_create_stream(stream::Config {
+                name: name.to_owned(),
+                subjects: vec![subject.to_owned()],
                 ..Default::default()
             })
+        };
+        stream(&c.dead_letter_stream, &c.dead_letter_subject)
+            .await
+            .map_err(|e| e.to_string())?;
+        let source = stream(&c.stream, &c.subject)
             .await
             .map_err(|e| e.to_string())?;
         let consumer = source

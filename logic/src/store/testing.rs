@@ -70,13 +70,18 @@ impl WriteStore for FailingCommit {
 }
 
 pub fn send(from: u64, to: u64, id: &str) -> WriteOp {
+    send_notifying(from, to, id, false)
+}
+
+/// A send that records an offline notice when `notify`.
+pub fn send_notifying(from: u64, to: u64, id: &str, notify: bool) -> WriteOp {
     WriteOp::Send {
         from,
         to,
         client_msg_id: id.into(),
         content_type: 1,
         content: id.as_bytes().to_vec(),
-        notify: false,
+        notify,
     }
 }
 

@@ -324,6 +324,17 @@ pub fn delete_redis_keys(url: &str, prefix: &str) {
     }
 }
 
+/// A client of the server on the loopback `port`, logged in as `uid` with
+/// a token of [`SECRET`].
+pub fn login_to(port: u16, uid: u64) -> Client {
+    let mut client = Client::connect(("127.0.0.1", port)).expect("connect");
+    client.set_timeout(WAIT);
+    client
+        .login(uid, &valid_token(uid), "phone", pb::Platform::Mobile)
+        .expect("login");
+    client
+}
+
 pub fn valid_token(uid: u64) -> String {
     token::mint(SECRET.as_bytes(), uid, runtime::clock::unix_secs() + 3600)
 }
