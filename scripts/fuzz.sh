@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The fuzz targets (fuzz/): the client frame decoder, the link decoder,
-# WebSocket frames, and every request body through the logic tier's
+# WebSocket frames and opening handshakes, and every request body through the logic tier's
 # validation, each for a bounded time under libFuzzer with AddressSanitizer;
 # then the saved regression inputs replayed as a test.
 #
@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(decode link websocket requests)
+[ ${#targets[@]} -gt 0 ] || targets=(decode link websocket websocket_handshake requests)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
 export RUSTC_BOOTSTRAP=1
 for target in "${targets[@]}"; do

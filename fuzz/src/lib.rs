@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use gateway::websocket::{Handshake, WsPolicy, answer_handshake};
 use logic::config::LogicConfig;
-use logic::offline::LogNotifier;
 use logic::pipeline::Pipeline;
 use prost::Message as _;
 use protocol::link::wire::pb::Batch;
@@ -81,6 +81,22 @@ impl Downlink for Nowhere {
     fn flush(&self) {}
 }
 
+/// A WebSocket opening handshake as its bytes arrive: half of them, then
+/// all; an accepted request never claims more bytes than there are.
+pub fn websocket_handshake(data: &[u8]) {
+    let policy = WsPolicy {
+        path: "/im".into(),
+        origins: vec!["https://chat.example".into()],
+        max_frame: 65_536,
+    };
+    for end in [data.len() / 2, data.len()] {
+        if let Handshake::Accept { consumed, response } = answer_handshake(&data[..end], &policy) {
+            assert!(consumed <= end);
+            assert!(response.starts_with("HTTP/1.1 101 "));
+        }
+    }
+}
+
 /// The logic tier's validation: the input is a protobuf `Frame` taken as
 /// a login (its first byte even) or as a logged-in session's request, and
 /// handed to the pipeline as the gateway would.
@@ -101,7 +117,7 @@ pub fn requests(data: &[u8]) {
         Arc::new(Nowhere),
         writes,
         reads,
-        Arc::new(LogNotifier),
+        None,
         Arc::default(),
     ) else {
         return;
@@ -133,10 +149,11 @@ mod tests {
     #[test]
     fn regressions_replay() {
         type Target = (&'static str, fn(&[u8]));
-        let targets: [Target; 4] = [
+        let targets: [Target; 5] = [
             ("decode", super::decode),
             ("link", super::link),
             ("websocket", super::websocket),
+            ("websocket_handshake", super::websocket_handshake),
             ("requests", super::requests),
         ];
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");

@@ -53,6 +53,83 @@ pub struct WsPolicy {
     pub max_frame: usize,
 }
 
+impl WsPolicy {
+    fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            // Not a browser (browsers always send Origin): nothing to protect.
+            None => true,
+            Some(origin) => self.origins.is_empty() || self.origins.iter().any(|o| o == origin),
+        }
+    }
+}
+
+/// What to do with the bytes of an opening handshake read so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// The request is not whole yet (and not over the limit).
+    Partial,
+    /// Switch: write `response`; the request took the first `consumed` bytes.
+    Accept { consumed: usize, response: String },
+    /// Answer `status` with `reason` and close.
+    Refuse {
+        status: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// The opening handshake's answer to `incoming` under `policy`: any bytes
+/// at all get one of the three (the fuzzer's `websocket_handshake` target).
+pub fn answer_handshake(incoming: &[u8], policy: &WsPolicy) -> Handshake {
+    let refuse = |status, reason| Handshake::Refuse { status, reason };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    let length = match request.parse(incoming) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if incoming.len() <= MAX_HANDSHAKE => {
+            return Handshake::Partial;
+        }
+        _ => return refuse("400 Bad Request", "not a WebSocket handshake"),
+    };
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let path = request.path.unwrap_or("");
+    let path = path.split('?').next().unwrap_or(path);
+    if request.method != Some("GET") {
+        return refuse("400 Bad Request", "not a GET");
+    }
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+        return refuse("400 Bad Request", "no WebSocket upgrade");
+    }
+    if header("sec-websocket-version") != Some("13") {
+        return refuse("400 Bad Request", "WebSocket version 13 only");
+    }
+    if path != policy.path {
+        return refuse("404 Not Found", "no WebSocket here");
+    }
+    if !policy.origin_allowed(header("origin")) {
+        return refuse("403 Forbidden", "origin not allowed");
+    }
+    let Some(key) = header("sec-websocket-key") else {
+        return refuse("400 Bad Request", "no Sec-WebSocket-Key");
+    };
+    let accept = base64::engine::general_purpose::STANDARD
+        .encode(Sha1::digest(format!("{}{ACCEPT_GUID}", key.trim())));
+    Handshake::Accept {
+        consumed: length,
+        response: format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        ),
+    }
+}
+
 /// One WebSocket connection.
 pub struct WsStream {
     /// The byte stream under the framing: plain TCP, or TLS (wss).
@@ -129,61 +206,14 @@ impl WsStream {
 
     /// Answers the opening handshake once its request is whole.
     fn handshake(&mut self) -> io::Result<()> {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut request = httparse::Request::new(&mut headers);
-        let length = match request.parse(&self.incoming) {
-            Ok(httparse::Status::Complete(length)) => length,
-            Ok(httparse::Status::Partial) if self.incoming.len() <= MAX_HANDSHAKE => return Ok(()),
-            _ => return self.refuse("400 Bad Request", "not a WebSocket handshake"),
-        };
-        let header = |name: &str| {
-            request
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-        };
-        let has_token = |name: &str, token: &str| {
-            header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        };
-        let path = request.path.unwrap_or("");
-        let path = path.split('?').next().unwrap_or(path);
-        let (status, reason) = if request.method != Some("GET") {
-            ("400 Bad Request", "not a GET")
-        } else if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
-            ("400 Bad Request", "no WebSocket upgrade")
-        } else if header("sec-websocket-version") != Some("13") {
-            ("400 Bad Request", "WebSocket version 13 only")
-        } else if path != self.policy.path {
-            ("404 Not Found", "no WebSocket here")
-        } else if !self.origin_allowed(header("origin")) {
-            ("403 Forbidden", "origin not allowed")
-        } else {
-            ("", "")
-        };
-        if !status.is_empty() {
-            return self.refuse(status, reason);
-        }
-        let Some(key) = header("sec-websocket-key") else {
-            return self.refuse("400 Bad Request", "no Sec-WebSocket-Key");
-        };
-        let accept = base64::engine::general_purpose::STANDARD
-            .encode(Sha1::digest(format!("{}{ACCEPT_GUID}", key.trim())));
-        let response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-        );
-        self.outgoing.extend_from_slice(response.as_bytes());
-        self.incoming.drain(..length);
-        self.handshaking = false;
-        Ok(())
-    }
-
-    fn origin_allowed(&self, origin: Option<&str>) -> bool {
-        match origin {
-            // Not a browser (browsers always send Origin): nothing to protect.
-            None => true,
-            Some(origin) => {
-                self.policy.origins.is_empty() || self.policy.origins.iter().any(|o| o == origin)
+        match answer_handshake(&self.incoming, &self.policy) {
+            Handshake::Partial => Ok(()),
+            Handshake::Refuse { status, reason } => self.refuse(status, reason),
+            Handshake::Accept { consumed, response } => {
+                self.outgoing.extend_from_slice(response.as_bytes());
+                self.incoming.drain(..consumed);
+                self.handshaking = false;
+                Ok(())
             }
         }
     }
