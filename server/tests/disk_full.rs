@@ -1,7 +1,9 @@
-//! A full disk under the embedded store, on a small tmpfs this test mounts
+//! A full disk under the embedded store, on a small tmpfs each test mounts
 //! (root, as CI runs): sends are refused UNAVAILABLE once the journal
-//! cannot grow, nothing acknowledged is lost, nothing refused is stored,
-//! and writes resume by themselves once space is freed: no restart.
+//! cannot grow, or at once once SQLite cannot (while reads go on answering
+//! from what SQLite holds), nothing acknowledged is lost, nothing refused
+//! is stored, and writes resume by themselves once space is freed: no
+//! restart.
 
 #[path = "contract/harness.rs"]
 mod harness;
@@ -19,8 +21,8 @@ use protocol::{ErrorCode, pb};
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = std::env::temp_dir().join(format!("im-disk-full-{}", std::process::id()));
+    fn mount(name: &str, size: &str) -> Tmpfs {
+        let dir = std::env::temp_dir().join(format!("im-disk-full-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -63,7 +65,7 @@ fn try_send(client: &mut Client, cmid: &str) -> Result<pb::SendResp, client::Cli
 
 #[test]
 fn a_full_disk_refuses_writes_keeps_what_was_acked_and_recovers_when_space_is_freed() {
-    let disk = Tmpfs::mount("40m");
+    let disk = Tmpfs::mount("journal", "40m");
     let data = disk.0.join("data");
     let node = TestNode::with(Store::Sqlite, |config| {
         config.admin.listen = "127.0.0.1:0".into();
@@ -135,5 +137,94 @@ fn a_full_disk_refuses_writes_keeps_what_was_acked_and_recovers_when_space_is_fr
     eprintln!(
         "disk full after {} acked 16 KB messages; refused UNAVAILABLE while full; resumed after freeing space",
         acked.len() - 2
+    );
+}
+
+#[test]
+fn with_sqlite_full_writes_are_refused_at_once_reads_answer_and_both_recover() {
+    let disk = Tmpfs::mount("sqlite", "40m");
+    let data = disk.0.join("data");
+    let node = TestNode::with(Store::Sqlite, |config| {
+        config.admin.listen = "127.0.0.1:0".into();
+        config.storage.data_dir = data.display().to_string();
+        config.logic.messages_per_sec = 1_000_000;
+        config.logic.message_burst = 1_000_000;
+        config.gateway.inbound_frames_per_sec = 1_000_000;
+        config.gateway.inbound_burst = 1_000_000;
+    });
+    let mut alice = node.login(1, "phone");
+    let mut bob = node.login(2, "phone");
+    send(&mut alice, 2, "before", b"room to spare");
+    expect_push(&mut bob);
+    // A read waits for SQLite to hold it.
+    assert_eq!(whole_history(&mut bob, 1).len(), 1);
+    let filler = fill(&disk.0);
+
+    // Small messages: the journal's preallocated segment has room, SQLite
+    // runs out; once it has, sends are refused.
+    let mut acked = vec!["before".to_owned()];
+    let mut refused = None;
+    for n in 0..200_000 {
+        let cmid = format!("small-{n}");
+        match harness::try_send(&mut alice, 2, &cmid, b"a small message") {
+            Ok(resp) => {
+                assert_eq!(resp.seq as usize, acked.len() + 1);
+                acked.push(cmid);
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
+                refused = Some(cmid);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("SQLite's disk filled up");
+    // Refused at once, not after a wait for the applier.
+    let started = Instant::now();
+    expect_code(
+        harness::try_send(&mut alice, 2, "still-full", b"x"),
+        ErrorCode::Unavailable,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Reads answer at once from what SQLite holds.
+    let started = Instant::now();
+    let readable = whole_history(&mut bob, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(readable[0].client_msg_id, "before");
+    assert!(readable.len() <= acked.len());
+
+    // Space freed: SQLite catches up, writes resume, nothing acked is missing.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let resp = loop {
+        match harness::try_send(&mut alice, 2, &refused, b"a small message") {
+            Ok(resp) => break resp,
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
+                assert!(Instant::now() < deadline, "writes did not resume");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    assert!(!resp.duplicate, "the refused send was not stored");
+    acked.push(refused);
+    let stored: Vec<String> = whole_history(&mut bob, 1)
+        .into_iter()
+        .map(|m| m.client_msg_id)
+        .collect();
+    assert!(stored == acked, "history differs from what was acked");
+    eprintln!(
+        "SQLite full after {} acked small messages ({} readable while full); refused at once, read answered at once; recovered",
+        acked.len() - 2,
+        readable.len()
     );
 }

@@ -97,6 +97,14 @@ fn u(v: i64) -> u64 {
 
 fn db(e: rusqlite::Error) -> StoreError {
     match e {
+        rusqlite::Error::SqliteFailure(ref failure, _)
+            if matches!(
+                failure.code,
+                rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::ReadOnly
+            ) =>
+        {
+            StoreError::DiskFull(e.to_string())
+        }
         rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::InvalidColumnType(..)
         | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt(e.to_string()),

@@ -19,7 +19,7 @@ use crossbeam_channel::Receiver;
 use super::Shared;
 use super::file::{self, Record};
 use crate::store::sqlite::SqliteConn;
-use crate::store::{ConvRow, StoreResult, WriteStore};
+use crate::store::{ConvRow, StoreError, StoreResult, WriteStore};
 
 /// Most records in one SQLite transaction.
 const MAX_RECORDS: usize = 512;
@@ -88,10 +88,15 @@ pub fn spawn(
                         log::error!("journal applier stopping with SQLite failing: {e}");
                         return;
                     }
-                    log::error!("journal applier: SQLite refused a commit ({e}); retrying");
+                    if let StoreError::DiskFull(why) = &e {
+                        shared.set_disk_full(Some(why.clone()));
+                    } else {
+                        log::error!("journal applier: SQLite refused a commit ({e}); retrying");
+                    }
                     thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
+                shared.set_disk_full(None);
                 shared.mark_applied(&batch);
                 batch.clear();
                 if let Err(e) = file::prepare_spare(&dir) {

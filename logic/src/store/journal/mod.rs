@@ -96,6 +96,9 @@ pub struct Shared {
     stopping: AtomicBool,
     /// Tells the applier a reader is waiting: commit what you have.
     nudge: Sender<()>,
+    /// Set while the applier's commits fail for a full (or read-only) disk:
+    /// SQLite cannot catch up until space is freed.
+    disk_full: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -109,6 +112,7 @@ impl Shared {
             }),
             caught_up: Condvar::new(),
             stopping: AtomicBool::new(false),
+            disk_full: Mutex::new(None),
         }
     }
 
@@ -143,6 +147,26 @@ impl Shared {
 
     fn applied(&self) -> u64 {
         self.applied.lock().lsn
+    }
+
+    /// What the applier last failed with, if the disk is full: writes are
+    /// refused (they would pile up where nobody can read them) and reads
+    /// stop waiting for the applier (they answer from what SQLite holds).
+    fn disk_full(&self) -> Option<String> {
+        self.disk_full.lock().clone()
+    }
+
+    /// The applier's last commit: failed for a full disk (`Some`), or not.
+    fn set_disk_full(&self, why: Option<String>) {
+        let mut state = self.disk_full.lock();
+        match (&*state, &why) {
+            (None, Some(why)) => log::error!(
+                "disk full: SQLite cannot take the journal's records ({why}); writes are refused and reads answer from what SQLite holds until space is freed"
+            ),
+            (Some(_), None) => log::warn!("disk space back: SQLite is catching up, writes resume"),
+            _ => {}
+        }
+        *state = why;
     }
 
     fn mark_applied(&self, records: &[Arc<Record>]) {
@@ -300,6 +324,11 @@ impl WriteStore for JournalStore {
     }
 
     fn begin(&mut self) -> StoreResult<()> {
+        if let Some(why) = self.shared.disk_full() {
+            return Err(StoreError::DiskFull(format!(
+                "SQLite cannot catch up with the journal: {why}"
+            )));
+        }
         if self.pending.len() >= MAX_PENDING_RECORDS {
             // Flush here too, so a store nobody else flushes still moves.
             self.flusher.flush(self.flusher.mark())?;
@@ -534,8 +563,13 @@ pub struct WaitingReader {
 
 impl ReadStore for WaitingReader {
     fn begin_snapshot(&mut self) -> StoreResult<()> {
-        self.shared
-            .wait_applied(self.shared.durable.load(Ordering::Acquire))?;
+        // With the disk full SQLite cannot catch up: read what it holds
+        // rather than wait for nothing (the records it lacks show once
+        // space is freed; writes are refused meanwhile).
+        if self.shared.disk_full().is_none() {
+            self.shared
+                .wait_applied(self.shared.durable.load(Ordering::Acquire))?;
+        }
         self.inner.begin_snapshot()
     }
 
