@@ -29,13 +29,20 @@ impl Drop for Server {
 
 /// Starts the server on `dir`; its log goes to `<dir>/<log>`.
 fn start(dir: &std::path::Path, port: u16, log: &str) -> Server {
+    start_with(dir, port, log, "")
+}
+
+/// The same, with `storage` (a `[storage]` section) added to its config.
+fn start_with(dir: &std::path::Path, port: u16, log: &str, storage: &str) -> Server {
     let config = dir.join("test.toml");
     std::fs::create_dir_all(dir).unwrap();
     // No admin port (tests run side by side); limits out of the way so that
     // thousands of sends are in flight when the process dies.
-    let toml = "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n\
-                [gateway]\ninbound_frames_per_sec = 1000000\ninbound_burst = 1000000\n\
-                [logic]\nmessages_per_sec = 1000000\nmessage_burst = 1000000\n";
+    let toml = format!(
+        "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n\
+         [gateway]\ninbound_frames_per_sec = 1000000\ninbound_burst = 1000000\n\
+         [logic]\nmessages_per_sec = 1000000\nmessage_burst = 1000000\n{storage}"
+    );
     std::fs::write(&config, toml).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_im-server"))
         .arg("--config")
@@ -156,7 +163,8 @@ fn acked_messages_survive_kill_9() {
 type Acked = HashMap<String, (u64, u64, u64)>;
 
 /// Sends from uid 1 to uids 2..=5 in turn, 200 in flight, until the
-/// connection dies; returns what was acked.
+/// connection dies; returns what was acked (refusals while the database is
+/// down are not).
 fn send_until_killed(port: u16, prefix: String) -> Acked {
     let mut client = login(port, 1);
     let mut in_flight = std::collections::VecDeque::new();
@@ -181,6 +189,9 @@ fn send_until_killed(port: u16, prefix: String) -> Acked {
                     Some(Body::SendResp(resp)) => {
                         acked.insert(cmid, (to, resp.msg_id, resp.seq));
                     }
+                    // The database is down: not acked (it may be stored
+                    // all the same, if the commit's answer was lost).
+                    Some(Body::Error(e)) if e.code == protocol::ErrorCode::Unavailable as i32 => {}
                     other => panic!("unexpected answer {other:?}"),
                 },
                 Err(_) => break,
@@ -195,6 +206,7 @@ fn send_until_killed(port: u16, prefix: String) -> Acked {
 /// duplicate, and its row (last seq, unread) agreeing with the history.
 fn check_all(port: u16, acked: &Acked) -> usize {
     let mut stored_total = 0;
+    let mut msg_ids = std::collections::HashSet::new();
     for peer in 2..=5u64 {
         let mut reader = login(port, peer);
         let history = whole_history(&mut reader, 1);
@@ -203,6 +215,7 @@ fn check_all(port: u16, acked: &Acked) -> usize {
         for m in &history {
             let twice = stored.insert(m.client_msg_id.clone(), (m.msg_id, m.seq));
             assert!(twice.is_none(), "{} stored twice", m.client_msg_id);
+            assert!(msg_ids.insert(m.msg_id), "msg_id {} given twice", m.msg_id);
         }
         let last = seqs.len() as u64;
         assert_eq!(
@@ -236,16 +249,43 @@ fn check_all(port: u16, acked: &Acked) -> usize {
     stored_total
 }
 
+/// How many crash-loop iterations: `IM_SOAK_ITERATIONS`, else `default`.
+fn iterations(default: usize) -> usize {
+    std::env::var("IM_SOAK_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
 /// kill -9 at a random moment under load, restart, check everything acked
 /// so far; `IM_SOAK_ITERATIONS` times (3 by default; `scripts/soak.sh`
 /// runs 200).
 #[test]
 fn a_crash_loop_keeps_every_acked_message() {
-    let iterations: usize = std::env::var("IM_SOAK_ITERATIONS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3);
-    let dir = std::env::temp_dir().join(format!("im-soak-{}", std::process::id()));
+    crash_loop("sqlite", iterations(3), "", None);
+}
+
+/// The same on MariaDB, whose own process is killed too: every third
+/// iteration kills the database mid-load and then the server, the next
+/// kills the database and starts it again under the running server (which
+/// reconnects) before killing the server.
+#[test]
+fn a_crash_loop_on_mariadb_with_the_database_killed_too_keeps_every_acked_message() {
+    let mut db = testkit::KillableMariaDb::start("crash-loop");
+    let storage = format!(
+        "[storage]\nbackend = \"mysql\"\nmysql_urls = [\"{}/im_crash_loop\"]\n",
+        db.url()
+    );
+    crash_loop("mariadb", iterations(3), &storage, Some(&mut db));
+}
+
+fn crash_loop(
+    name: &str,
+    iterations: usize,
+    storage: &str,
+    mut db: Option<&mut testkit::KillableMariaDb>,
+) {
+    let dir = std::env::temp_dir().join(format!("im-soak-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let port = free_port();
     let mut acked = Acked::new();
@@ -257,21 +297,39 @@ fn a_crash_loop_keeps_every_acked_message() {
         seed ^= seed << 17;
         seed
     };
+    let mut db_kills = 0;
     for iteration in 0..iterations {
-        let mut server = start(&dir, port, &format!("run-{iteration}.log"));
+        let mut server = start_with(&dir, port, &format!("run-{iteration}.log"), storage);
         if iteration > 0 {
             check_all(port, &acked);
         }
         let sender = thread::spawn(move || send_until_killed(port, format!("i{iteration}")));
         thread::sleep(Duration::from_millis(50 + next() % 750));
-        server.child.kill().expect("SIGKILL");
+        match (db.as_deref_mut(), iteration % 3) {
+            (Some(db), 1) => {
+                db.kill();
+                thread::sleep(Duration::from_millis(50 + next() % 250));
+                server.child.kill().expect("SIGKILL");
+                db.up();
+                db_kills += 1;
+            }
+            (Some(db), 2) => {
+                db.kill();
+                thread::sleep(Duration::from_millis(50 + next() % 250));
+                db.up();
+                thread::sleep(Duration::from_millis(200 + next() % 500));
+                server.child.kill().expect("SIGKILL");
+                db_kills += 1;
+            }
+            _ => server.child.kill().expect("SIGKILL"),
+        }
         server.child.wait().unwrap();
         acked.extend(sender.join().unwrap());
     }
-    let _server = start(&dir, port, "final.log");
+    let _server = start_with(&dir, port, "final.log", storage);
     let stored = check_all(port, &acked);
     println!(
-        "{iterations} kill -9 under load: {} acked, {stored} stored, every acked message found once with its msg_id and seq",
+        "{name}: {iterations} kill -9 under load ({db_kills} of the database too): {} acked, {stored} stored, every acked message found once with its msg_id and seq",
         acked.len()
     );
     assert!(

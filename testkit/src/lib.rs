@@ -15,7 +15,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,16 @@ fn require(names: &[&str], package: &str, env: &str) -> PathBuf {
 }
 
 fn start_mariadb() -> String {
+    let dir = private_dir("mariadb");
+    let port = free_port();
+    supervise(&dir, &mariadb_command(&dir, port));
+    wait_for(port, &dir.join("error.log"), "mariadbd");
+    format!("mysql://root@127.0.0.1:{port}")
+}
+
+/// Initializes a MariaDB data dir under `dir` and returns the command line
+/// of a server on it, listening on the loopback `port`.
+fn mariadb_command(dir: &Path, port: u16) -> Vec<String> {
     let install = require(
         &["mariadb-install-db", "mysql_install_db"],
         "mariadb-server",
@@ -98,7 +108,6 @@ fn start_mariadb() -> String {
         "mariadb-server",
         "IM_TEST_MYSQL_URL",
     );
-    let dir = private_dir("mariadb");
     let data = dir.join("data");
     let mut init = Command::new(&install);
     init.arg("--no-defaults")
@@ -112,7 +121,6 @@ fn start_mariadb() -> String {
         "mariadb-install-db failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let port = free_port();
     let mut run = vec![
         server.display().to_string(),
         "--no-defaults".into(),
@@ -129,9 +137,72 @@ fn start_mariadb() -> String {
     if is_root() {
         run.push("--user=root".into());
     }
-    supervise(&dir, &run);
-    wait_for(port, &dir.join("error.log"), "mariadbd");
-    format!("mysql://root@127.0.0.1:{port}")
+    run
+}
+
+/// A MariaDB of one test's own that the test can kill (`kill -9`) and
+/// start again on the same data, for crash tests of the database itself.
+/// Always a private server (never `IM_TEST_MYSQL_URL`'s); stopped and
+/// removed when dropped.
+pub struct KillableMariaDb {
+    dir: PathBuf,
+    port: u16,
+    command: Vec<String>,
+    child: Option<Child>,
+}
+
+impl KillableMariaDb {
+    pub fn start(name: &str) -> KillableMariaDb {
+        let dir = private_dir(&format!("mariadb-{name}"));
+        let port = free_port();
+        let command = mariadb_command(&dir, port);
+        let mut db = KillableMariaDb {
+            dir,
+            port,
+            command,
+            child: None,
+        };
+        db.up();
+        db
+    }
+
+    /// `mysql://root@127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (after a kill: InnoDB recovers from its log).
+    pub fn up(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("stdout.log"))
+            .expect("a log file");
+        let child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("a log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start mariadbd");
+        self.child = Some(child);
+        wait_for(self.port, &self.dir.join("error.log"), "mariadbd");
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for KillableMariaDb {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn start_redis() -> String {
