@@ -64,7 +64,13 @@ impl Presence {
     /// (same uid and device_id), which the caller kicks.
     pub fn login(&mut self, uid: u64, device: Device) -> Option<SessionId> {
         self.by_session.insert(device.session, uid);
-        let devices = self.by_uid.entry(uid).or_default();
+        // Most users are online on one device: room for one, not the four
+        // a first push would allocate (this list is most of an idle
+        // session's memory in the logic tier).
+        let devices = self
+            .by_uid
+            .entry(uid)
+            .or_insert_with(|| Vec::with_capacity(1));
         match devices.iter_mut().find(|d| d.device_id == device.device_id) {
             Some(existing) => {
                 let replaced = std::mem::replace(existing, device).session;
