@@ -21,9 +21,9 @@ use crate::transport::Transport;
 pub enum State {
     /// Connected; only LoginReq and Ping are accepted.
     AwaitingLogin,
-    /// A LoginReq went to the logic tier. Further input waits in the socket
-    /// (or the read buffer) until the answer comes.
-    Authenticating,
+    /// A LoginReq for `uid` went to the logic tier. Further input waits in
+    /// the socket (or the read buffer) until the answer comes.
+    Authenticating { uid: u64 },
     /// Logged in as `uid`.
     Active { uid: u64 },
     /// Its last frames are being flushed; input is read and discarded.
@@ -42,7 +42,17 @@ impl State {
     /// Whether the logic tier has heard of this session (and so must be told
     /// when it closes).
     pub fn known_to_logic(&self) -> bool {
-        matches!(self, State::Authenticating | State::Active { .. })
+        self.claimed_uid().is_some()
+    }
+
+    /// The uid the logic tier may know this session by: the one it logged
+    /// in as, or is logging in as (what `Upcall::Closed` names, so the
+    /// logic tier forgets a login it accepted just before the close).
+    pub fn claimed_uid(&self) -> Option<u64> {
+        match self {
+            State::Authenticating { uid } | State::Active { uid } => Some(*uid),
+            State::AwaitingLogin | State::Closing => None,
+        }
     }
 }
 

@@ -373,7 +373,7 @@ impl Worker {
         };
         match session.state {
             // Input waits in the kernel until the logic tier answers.
-            State::Authenticating => return,
+            State::Authenticating { .. } => return,
             State::Closing => return self.discard_input(slot),
             State::AwaitingLogin | State::Active { .. } => {}
         }
@@ -412,7 +412,7 @@ impl Worker {
                 return false;
             };
             match session.state {
-                State::Authenticating | State::Closing => return false,
+                State::Authenticating { .. } | State::Closing => return false,
                 State::AwaitingLogin | State::Active { .. } => {}
             }
             match session.next_frame(&self.codec) {
@@ -549,7 +549,7 @@ impl Worker {
                 }
             }
             // handle_buffered never hands these states a frame.
-            (State::Authenticating | State::Closing, _) => {}
+            (State::Authenticating { .. } | State::Closing, _) => {}
         }
     }
 
@@ -587,12 +587,13 @@ impl Worker {
         }
         let serial = self.sessions[slot].serial;
         let session = self.session_id(slot, serial);
+        let uid = login.uid;
         match self.uplink.send(Upcall::Login {
             session,
             req_id,
             login,
         }) {
-            Ok(()) => self.sessions[slot].state = State::Authenticating,
+            Ok(()) => self.sessions[slot].state = State::Authenticating { uid },
             Err(e) => {
                 self.metrics.add(Counter::UplinkFull, 1);
                 self.reply_error(slot, req_id, ErrorCode::Unavailable, uplink_message(e));
@@ -620,7 +621,7 @@ impl Worker {
                 }
                 Downcall::Frame { frame, .. } => self.queue(slot, frame),
                 Downcall::Close { last, .. } => {
-                    if self.sessions[slot].state == State::Authenticating {
+                    if matches!(self.sessions[slot].state, State::Authenticating { .. }) {
                         // The logic tier refused the login.
                         self.metrics.add(Counter::LoginsFailed, 1);
                         if let Some(ip) = self.peer_ip(slot) {
@@ -635,7 +636,7 @@ impl Worker {
 
     fn on_login_accepted(&mut self, slot: usize, uid: u64, req_id: u64, now: u64) {
         let session = &mut self.sessions[slot];
-        if session.state != State::Authenticating {
+        if !matches!(session.state, State::Authenticating { .. }) {
             return;
         }
         session.state = State::Active { uid };
@@ -674,7 +675,7 @@ impl Worker {
             return;
         }
         match (timer.kind, session.state) {
-            (TimerKind::Login, State::AwaitingLogin | State::Authenticating) => {
+            (TimerKind::Login, State::AwaitingLogin | State::Authenticating { .. }) => {
                 self.close(timer.slot, CloseReason::LoginTimeout, None)
             }
             (TimerKind::Heartbeat, State::Active { .. }) => {
@@ -835,7 +836,7 @@ impl Worker {
         if previous.known_to_logic() {
             let closed = Upcall::Closed {
                 session: self.session_id(slot, serial),
-                uid: previous.uid(),
+                uid: previous.claimed_uid(),
             };
             if self.uplink.send(closed.clone()).is_err() {
                 self.unsent_closes.push_back(closed);

@@ -23,6 +23,9 @@ pub struct AckPolicy {
 }
 
 struct Pending {
+    /// The user whose device the session is (to ask presence whether it
+    /// is still online).
+    uid: u64,
     frame: Bytes,
     /// Resends so far (0, 1 or 2).
     resends: u8,
@@ -55,11 +58,12 @@ impl AckTracker {
 
     /// A push just went to `session`, at `now_us` (the clock of `now_ms`
     /// elsewhere, in microseconds: the push-ack latency needs them).
-    pub fn pushed(&mut self, session: SessionId, msg_id: u64, frame: Bytes, now_us: u64) {
+    pub fn pushed(&mut self, session: SessionId, uid: u64, msg_id: u64, frame: Bytes, now_us: u64) {
         let now_ms = now_us / 1000;
         self.pending.insert(
             (session, msg_id),
             Pending {
+                uid,
                 frame,
                 resends: 0,
                 pushed_us: now_us,
@@ -88,9 +92,14 @@ impl AckTracker {
         self.wheel.next_deadline()
     }
 
-    /// What is due at `now_ms`. `is_live` says whether a session is still
-    /// open; pushes to closed sessions are dropped.
-    pub fn expire(&mut self, now_ms: u64, is_live: impl Fn(SessionId) -> bool, due: &mut Vec<Due>) {
+    /// What is due at `now_ms`. `is_live` says whether a session (of the
+    /// uid) is still open; pushes to closed sessions are dropped.
+    pub fn expire(
+        &mut self,
+        now_ms: u64,
+        is_live: impl Fn(SessionId, u64) -> bool,
+        due: &mut Vec<Due>,
+    ) {
         let mut fired = Vec::new();
         self.wheel.expire(now_ms, &mut fired);
         for key in fired {
@@ -98,7 +107,7 @@ impl AckTracker {
                 continue;
             };
             let (session, _) = key;
-            if !is_live(session) {
+            if !is_live(session, pending.uid) {
                 self.pending.remove(&key);
                 continue;
             }
@@ -146,7 +155,7 @@ mod tests {
 
     fn due_at(t: &mut AckTracker, now: u64) -> Vec<Due> {
         let mut due = Vec::new();
-        t.expire(now, |_| true, &mut due);
+        t.expire(now, |_, _| true, &mut due);
         due
     }
 
@@ -154,7 +163,7 @@ mod tests {
     fn resend_at_2_then_6_then_close_at_14_seconds() {
         let mut t = tracker();
         let frame = Bytes::from_static(b"push");
-        t.pushed(S, 9, frame.clone(), 0);
+        t.pushed(S, 5, 9, frame.clone(), 0);
         assert!(due_at(&mut t, 1_999).is_empty());
         assert_eq!(
             due_at(&mut t, 2_000),
@@ -176,12 +185,12 @@ mod tests {
     #[test]
     fn ack_or_closed_session_stops_everything() {
         let mut t = tracker();
-        t.pushed(S, 1, Bytes::new(), 0);
-        t.pushed(S, 2, Bytes::new(), 0);
+        t.pushed(S, 5, 1, Bytes::new(), 0);
+        t.pushed(S, 5, 2, Bytes::new(), 0);
         assert_eq!(t.acked(S, 1), Some(0));
         assert_eq!(t.acked(S, 1), None);
         let mut due = Vec::new();
-        t.expire(2_000, |_| false, &mut due);
+        t.expire(2_000, |_, _| false, &mut due);
         assert!(due.is_empty());
         assert_eq!(t.pending(), 0);
     }

@@ -222,8 +222,11 @@ impl Pipeline {
                 req_id,
                 login,
             } => self.login(session, req_id, login),
-            Upcall::Closed { session, .. } => {
-                if let Some((uid, device)) = self.presence.logout(session) {
+            Upcall::Closed { session, uid } => {
+                // No uid: the session never reached a login here.
+                if let Some(uid) = uid
+                    && let Some(device) = self.presence.logout(session, uid)
+                {
                     self.went_offline(uid, device);
                 }
             }
@@ -368,7 +371,7 @@ impl Pipeline {
         let now = self.now_ms();
         let presence = &self.presence;
         self.acks
-            .expire(now, |session| presence.is_online(session), due);
+            .expire(now, |session, uid| presence.is_online(session, uid), due);
         for item in due.drain(..) {
             match item {
                 Due::Resend { session, frame } => {
@@ -403,12 +406,17 @@ impl Pipeline {
         }
     }
 
-    /// Every device of `uids` but `origin` (the session that caused it).
-    pub(crate) fn devices_of(&self, uids: [u64; 2], origin: SessionId) -> Vec<SessionId> {
+    /// Every device of `uids` but `origin` (the session that caused it),
+    /// with its user.
+    pub(crate) fn devices_of(&self, uids: [u64; 2], origin: SessionId) -> Vec<(u64, SessionId)> {
         uids.iter()
-            .flat_map(|uid| self.presence.devices(*uid))
-            .map(|d| d.session)
-            .filter(|s| *s != origin)
+            .flat_map(|uid| {
+                self.presence
+                    .devices(*uid)
+                    .iter()
+                    .map(|d| (*uid, d.session))
+            })
+            .filter(|(_, s)| *s != origin)
             .collect()
     }
 
@@ -625,6 +633,43 @@ mod tests {
             })
             .expect("the replaced session is closed");
         assert!(matches!(decode(&kicked).body, Some(Body::Kick(_))));
+    }
+
+    #[test]
+    fn a_session_closed_while_its_login_was_accepted_goes_offline() {
+        let mut h = harness(16);
+        let phone = session(1);
+        // The gateway closed the session before LoginAccepted reached it:
+        // its Closed names the uid the login was for.
+        h.logged_in(phone, 7, "phone");
+        assert_eq!(h.pipeline.presence.devices(7).len(), 1);
+        h.pipeline.handle(Upcall::Closed {
+            session: phone,
+            uid: Some(7),
+        });
+        assert!(h.pipeline.presence.devices(7).is_empty());
+        // A close naming another user, or a session replaced by a later
+        // login of the same device, leaves the device online.
+        let tablet = session(2);
+        h.logged_in(tablet, 7, "tablet");
+        h.pipeline.handle(Upcall::Closed {
+            session: tablet,
+            uid: Some(8),
+        });
+        let again = session(3);
+        h.logged_in(again, 7, "tablet");
+        h.pipeline.handle(Upcall::Closed {
+            session: tablet,
+            uid: Some(7),
+        });
+        let online: Vec<SessionId> = h
+            .pipeline
+            .presence
+            .devices(7)
+            .iter()
+            .map(|d| d.session)
+            .collect();
+        assert_eq!(online, vec![again]);
     }
 
     #[test]

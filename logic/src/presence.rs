@@ -53,17 +53,17 @@ pub struct Device {
 
 #[derive(Debug, Default)]
 pub struct Presence {
-    /// Online devices per user; a user offline has no entry.
+    /// Online devices per user; a user offline has no entry. (No map from
+    /// session to user: every call that names a session names its user
+    /// too, `Upcall::Closed` included, and the map cost about a tenth of an
+    /// idle session's memory.)
     by_uid: HashMap<u64, Vec<Device>>,
-    /// The user each live session belongs to, to handle `Closed`.
-    by_session: HashMap<SessionId, u64>,
 }
 
 impl Presence {
     /// Records `device` online for `uid`. Returns the session it replaces
     /// (same uid and device_id), which the caller kicks.
     pub fn login(&mut self, uid: u64, device: Device) -> Option<SessionId> {
-        self.by_session.insert(device.session, uid);
         // Most users are online on one device: room for one, not the four
         // a first push would allocate (this list is most of an idle
         // session's memory in the logic tier).
@@ -72,11 +72,7 @@ impl Presence {
             .entry(uid)
             .or_insert_with(|| Vec::with_capacity(1));
         match devices.iter_mut().find(|d| d.device_id == device.device_id) {
-            Some(existing) => {
-                let replaced = std::mem::replace(existing, device).session;
-                self.by_session.remove(&replaced);
-                Some(replaced)
-            }
+            Some(existing) => Some(std::mem::replace(existing, device).session),
             None => {
                 devices.push(device);
                 None
@@ -84,31 +80,33 @@ impl Presence {
         }
     }
 
-    /// Forgets a closed session; returns its uid and device if it was online.
-    pub fn logout(&mut self, session: SessionId) -> Option<(u64, Device)> {
-        let uid = self.by_session.remove(&session)?;
+    /// Forgets `uid`'s closed session; returns its device if it was online
+    /// (a session that was replaced, or whose login was refused, was not).
+    pub fn logout(&mut self, session: SessionId, uid: u64) -> Option<Device> {
         let devices = self.by_uid.get_mut(&uid)?;
         let at = devices.iter().position(|d| d.session == session)?;
         let device = devices.remove(at);
         if devices.is_empty() {
             self.by_uid.remove(&uid);
         }
-        Some((uid, device))
+        Some(device)
     }
 
     /// Forgets every session of a gateway that is gone; returns each one's
-    /// uid and device. A scan of every session: gateways go rarely.
+    /// uid and device. A scan of every user: gateways go rarely.
     pub fn drop_gateway(&mut self, gateway: u32) -> Vec<(u64, Device)> {
-        let sessions: Vec<SessionId> = self
-            .by_session
-            .keys()
-            .filter(|s| s.gateway == gateway)
-            .copied()
-            .collect();
-        sessions
-            .into_iter()
-            .filter_map(|session| self.logout(session))
-            .collect()
+        let mut gone = Vec::new();
+        self.by_uid.retain(|uid, devices| {
+            devices.retain(|d| {
+                let stays = d.session.gateway != gateway;
+                if !stays {
+                    gone.push((*uid, d.clone()));
+                }
+                stays
+            });
+            !devices.is_empty()
+        });
+        gone
     }
 
     /// The user's online devices.
@@ -116,8 +114,8 @@ impl Presence {
         self.by_uid.get(&uid).map_or(&[], Vec::as_slice)
     }
 
-    pub fn is_online(&self, session: SessionId) -> bool {
-        self.by_session.contains_key(&session)
+    pub fn is_online(&self, session: SessionId, uid: u64) -> bool {
+        self.devices(uid).iter().any(|d| d.session == session)
     }
 
     pub fn online_users(&self) -> usize {
@@ -156,7 +154,7 @@ mod tests {
             .collect();
         assert_eq!(serials, vec![3, 2]);
         // The replaced session closing later changes nothing.
-        assert_eq!(presence.logout(device("phone", 1).session), None);
+        assert_eq!(presence.logout(device("phone", 1).session, 1), None);
         assert_eq!(presence.devices(1).len(), 2);
     }
 
@@ -188,8 +186,13 @@ mod tests {
         let mut presence = Presence::default();
         presence.login(1, device("phone", 1));
         assert_eq!(
-            presence.logout(device("phone", 1).session),
-            Some((1, device("phone", 1)))
+            presence.logout(device("phone", 1).session, 2),
+            None,
+            "not uid 2's"
+        );
+        assert_eq!(
+            presence.logout(device("phone", 1).session, 1),
+            Some(device("phone", 1))
         );
         assert!(presence.devices(1).is_empty());
         assert_eq!(presence.online_users(), 0);

@@ -43,7 +43,7 @@ impl Pipeline {
         };
         let targets = self.devices_of([read.peer, read.owner], ticket.session);
         self.metrics.add(Counter::ReadNotices, targets.len() as u64);
-        for session in targets {
+        for (_, session) in targets {
             self.downlink.send(Downcall::Frame {
                 session,
                 frame: frame.clone(),

@@ -192,12 +192,12 @@ impl Pipeline {
         };
         let now = self.now_us();
         self.metrics.add(Counter::Pushes, targets.len() as u64);
-        for session in targets {
+        for (uid, session) in targets {
             self.downlink.send(Downcall::Frame {
                 session,
                 frame: frame.clone(),
             });
-            self.acks.pushed(session, msg_id, frame.clone(), now);
+            self.acks.pushed(session, uid, msg_id, frame.clone(), now);
         }
     }
 }

@@ -94,7 +94,10 @@ pub enum Upcall {
         msg_id: u64,
     },
     /// The connection is gone. Sent for every session that sent a `Login`,
-    /// whether or not it was accepted; `uid` is set once it was.
+    /// whether or not it was accepted; `uid` is the uid it logged in as, or
+    /// was logging in as (the logic tier finds the session by it: a login
+    /// accepted just before the close is forgotten too). `None` only from
+    /// gateways older than that.
     Closed {
         session: SessionId,
         uid: Option<u64>,
