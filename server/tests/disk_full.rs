@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use client::Client;
 use harness::*;
-use protocol::{ErrorCode, pb};
+use protocol::ErrorCode;
 
 /// A tmpfs of `size` mounted for the test, unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -54,14 +54,52 @@ fn fill(dir: &std::path::Path) -> PathBuf {
     path
 }
 
-fn try_send(client: &mut Client, cmid: &str) -> Result<pb::SendResp, client::ClientError> {
-    client.call(pb::SendReq {
-        to_uid: 2,
-        client_msg_id: cmid.into(),
-        content_type: 0,
-        content: vec![b'x'; 16_000],
-    })
+/// Sends `content` to uid 2 as `<prefix>-<n>` until a send is refused
+/// (UNAVAILABLE, as the contract says for a full disk), each acked one
+/// taking the next seq after `acked`; returns the refused client_msg_id.
+fn send_until_refused(
+    client: &mut Client,
+    acked: &mut Vec<String>,
+    prefix: &str,
+    content: &[u8],
+) -> String {
+    for n in 0..200_000 {
+        let cmid = format!("{prefix}-{n}");
+        match try_send(client, 2, &cmid, content) {
+            Ok(resp) => {
+                assert_eq!(resp.seq as usize, acked.len() + 1);
+                acked.push(cmid);
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
+                return cmid;
+            }
+        }
+    }
+    panic!("the disk never filled up");
 }
+
+/// Once space is freed: sends `cmid` again until it goes in (20 s at
+/// most); it must be new, not a duplicate (a refused send stored nothing).
+fn resend_until_stored(client: &mut Client, cmid: &str, content: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let resp = loop {
+        match try_send(client, 2, cmid, content) {
+            Ok(resp) => break resp,
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "writes did not resume after space was freed"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    assert!(!resp.duplicate, "the refused send was not stored");
+}
+
+const BIG: &[u8] = &[b'x'; 16_000];
 
 #[test]
 fn a_full_disk_refuses_writes_keeps_what_was_acked_and_recovers_when_space_is_freed() {
@@ -79,43 +117,17 @@ fn a_full_disk_refuses_writes_keeps_what_was_acked_and_recovers_when_space_is_fr
 
     // 16 KB messages until the journal cannot take one more.
     let mut acked = vec!["before".to_owned()];
-    let mut refused = None;
-    for n in 0..5_000 {
-        let cmid = format!("full-{n}");
-        match try_send(&mut alice, &cmid) {
-            Ok(resp) => {
-                assert_eq!(resp.seq as usize, acked.len() + 1);
-                acked.push(cmid);
-            }
-            Err(e) => {
-                assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
-                refused = Some(cmid);
-                break;
-            }
-        }
-    }
-    let refused = refused.expect("the disk filled up");
+    let refused = send_until_refused(&mut alice, &mut acked, "full", BIG);
     assert!(node.metric("im_logic_storage_disk_full_total").unwrap_or(0) >= 1);
     // Still full: still refused, and the connection is still usable.
-    expect_code(try_send(&mut alice, "still-full"), ErrorCode::Unavailable);
+    expect_code(
+        try_send(&mut alice, 2, "still-full", BIG),
+        ErrorCode::Unavailable,
+    );
 
     // Space freed: the refused message goes in on its retry, no restart.
     std::fs::remove_file(&filler).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let resp = loop {
-        match try_send(&mut alice, &refused) {
-            Ok(resp) => break resp,
-            Err(e) => {
-                assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
-                assert!(
-                    Instant::now() < deadline,
-                    "writes did not resume after space was freed"
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    };
-    assert!(!resp.duplicate, "the refused send was not stored");
+    resend_until_stored(&mut alice, &refused, BIG);
     acked.push(refused);
     let after = send(&mut alice, 2, "after", b"space again");
     assert_eq!(after.seq as usize, acked.len() + 1);
@@ -163,26 +175,11 @@ fn with_sqlite_full_writes_are_refused_at_once_reads_answer_and_both_recover() {
     // Small messages: the journal's preallocated segment has room, SQLite
     // runs out; once it has, sends are refused.
     let mut acked = vec!["before".to_owned()];
-    let mut refused = None;
-    for n in 0..200_000 {
-        let cmid = format!("small-{n}");
-        match harness::try_send(&mut alice, 2, &cmid, b"a small message") {
-            Ok(resp) => {
-                assert_eq!(resp.seq as usize, acked.len() + 1);
-                acked.push(cmid);
-            }
-            Err(e) => {
-                assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
-                refused = Some(cmid);
-                break;
-            }
-        }
-    }
-    let refused = refused.expect("SQLite's disk filled up");
+    let refused = send_until_refused(&mut alice, &mut acked, "small", b"a small message");
     // Refused at once, not after a wait for the applier.
     let started = Instant::now();
     expect_code(
-        harness::try_send(&mut alice, 2, "still-full", b"x"),
+        try_send(&mut alice, 2, "still-full", b"x"),
         ErrorCode::Unavailable,
     );
     assert!(
@@ -204,18 +201,7 @@ fn with_sqlite_full_writes_are_refused_at_once_reads_answer_and_both_recover() {
 
     // Space freed: SQLite catches up, writes resume, nothing acked is missing.
     std::fs::remove_file(&filler).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let resp = loop {
-        match harness::try_send(&mut alice, 2, &refused, b"a small message") {
-            Ok(resp) => break resp,
-            Err(e) => {
-                assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
-                assert!(Instant::now() < deadline, "writes did not resume");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    };
-    assert!(!resp.duplicate, "the refused send was not stored");
+    resend_until_stored(&mut alice, &refused, b"a small message");
     acked.push(refused);
     let stored: Vec<String> = whole_history(&mut bob, 1)
         .into_iter()

@@ -6,26 +6,11 @@
 mod harness;
 
 use std::collections::HashMap;
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use harness::{SECRET, free_port, login_to as login, whole_history};
+use harness::{ServerProcess as Server, free_port, login_to as login, spawn_server, whole_history};
 use protocol::{Body, pb};
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Never leave a server behind, whatever happened to the test.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Starts the server on `dir`; its log goes to `<dir>/<log>`.
 fn start(dir: &std::path::Path, port: u16, log: &str) -> Server {
@@ -34,34 +19,13 @@ fn start(dir: &std::path::Path, port: u16, log: &str) -> Server {
 
 /// The same, with `storage` (a `[storage]` section) added to its config.
 fn start_with(dir: &std::path::Path, port: u16, log: &str, storage: &str) -> Server {
-    let config = dir.join("test.toml");
-    std::fs::create_dir_all(dir).unwrap();
-    // No admin port (tests run side by side); limits out of the way so that
-    // thousands of sends are in flight when the process dies.
-    let toml = format!(
-        "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n\
-         [gateway]\ninbound_frames_per_sec = 1000000\ninbound_burst = 1000000\n\
-         [logic]\nmessages_per_sec = 1000000\nmessage_burst = 1000000\n{storage}"
-    );
-    std::fs::write(&config, toml).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_im-server"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("IM_AUTH_SECRET", SECRET)
-        .env("RUST_LOG", "warn,logic::store::journal=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(log)).expect("log file"))
-        .spawn()
-        .expect("spawn im-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        thread::sleep(Duration::from_millis(20));
-    }
-    Server { child, port }
+    spawn_server(
+        dir,
+        port,
+        log,
+        storage,
+        &[("RUST_LOG", "warn,logic::store::journal=info")],
+    )
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod receiver;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -216,44 +216,25 @@ fn notices_past_their_age_are_dropped_and_counted_and_previews_can_be_off() {
 }
 
 /// The real binary, so that it can be killed for real.
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(dir: &Path, port: u16, receiver: &Receiver, ca_file: &Path, log: &str) -> Server {
-    let config = dir.join("test.toml");
-    std::fs::create_dir_all(dir).unwrap();
-    let toml = format!(
-        "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n\
-         [gateway]\ninbound_frames_per_sec = 1000000\ninbound_burst = 1000000\n\
-         [logic]\nmessages_per_sec = 1000000\nmessage_burst = 1000000\n\
-         [logic.webhook]\nurl = \"{}\"\nca_file = \"{}\"\nretry_first_ms = 50\nretry_max_ms = 400\n",
+fn start_server(
+    dir: &Path,
+    port: u16,
+    receiver: &Receiver,
+    ca_file: &Path,
+    log: &str,
+) -> harness::ServerProcess {
+    let webhook = format!(
+        "[logic.webhook]\nurl = \"{}\"\nca_file = \"{}\"\nretry_first_ms = 50\nretry_max_ms = 400\n",
         receiver.url(),
         ca_file.display()
     );
-    std::fs::write(&config, toml).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_im-server"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("IM_AUTH_SECRET", harness::SECRET)
-        .env("IM_WEBHOOK_SECRET", HOOK_SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(log)).expect("log file"))
-        .spawn()
-        .expect("spawn im-server");
-    harness::wait_for_port(port, "im-server");
-    Server { child }
+    harness::spawn_server(
+        dir,
+        port,
+        log,
+        &webhook,
+        &[("IM_WEBHOOK_SECRET", HOOK_SECRET)],
+    )
 }
 
 #[test]

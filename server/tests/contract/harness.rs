@@ -517,6 +517,71 @@ pub fn spawn_logged(
     Process(child)
 }
 
+/// A real `im-server` process, to be killed for real; killed when dropped
+/// whatever happened to the test.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the `im-server` binary on `dir` and the loopback `port`: no
+/// admin, API or WebSocket port (tests run side by side), the rate limits
+/// out of the way (so that thousands of sends are in flight when it dies),
+/// tokens of [`SECRET`], `extra` appended to its config file and `env`
+/// set; its log goes to `<dir>/<log>`.
+pub fn spawn_server(
+    dir: &std::path::Path,
+    port: u16,
+    log: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> ServerProcess {
+    let config = dir.join("test.toml");
+    std::fs::create_dir_all(dir).unwrap();
+    let toml = format!(
+        "[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n\
+         [gateway]\ninbound_frames_per_sec = 1000000\ninbound_burst = 1000000\n\
+         [logic]\nmessages_per_sec = 1000000\nmessage_burst = 1000000\n{extra}"
+    );
+    std::fs::write(&config, toml).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_im-server"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("IM_AUTH_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join(log)).expect("log file"))
+        .spawn()
+        .expect("spawn im-server");
+    let mut server = ServerProcess { child, port };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!(
+                "im-server exited at start ({status}); see {}",
+                dir.join(log).display()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "im-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
 /// Waits until something accepts connections on the loopback `port`.
 pub fn wait_for_port(port: u16, what: &str) {
     eventually(what, || {
