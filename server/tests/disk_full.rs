@@ -101,16 +101,23 @@ fn resend_until_stored(client: &mut Client, cmid: &str, content: &[u8]) {
 
 const BIG: &[u8] = &[b'x'; 16_000];
 
+/// A node whose data dir is on `disk`, its rate limits out of the way.
+fn node_on(disk: &Tmpfs) -> TestNode {
+    let data = disk.0.join("data");
+    TestNode::with(Store::Sqlite, |config| {
+        config.admin.listen = "127.0.0.1:0".into();
+        config.storage.data_dir = data.display().to_string();
+        config.logic.messages_per_sec = 1_000_000;
+        config.logic.message_burst = 1_000_000;
+        config.gateway.inbound_frames_per_sec = 1_000_000;
+        config.gateway.inbound_burst = 1_000_000;
+    })
+}
+
 #[test]
 fn a_full_disk_refuses_writes_keeps_what_was_acked_and_recovers_when_space_is_freed() {
     let disk = Tmpfs::mount("journal", "40m");
-    let data = disk.0.join("data");
-    let node = TestNode::with(Store::Sqlite, |config| {
-        config.admin.listen = "127.0.0.1:0".into();
-        config.storage.data_dir = data.display().to_string();
-        config.logic.messages_per_sec = 100_000;
-        config.logic.message_burst = 100_000;
-    });
+    let node = node_on(&disk);
     let mut alice = node.login(1, "phone");
     send(&mut alice, 2, "before", b"room to spare");
     let filler = fill(&disk.0);
@@ -155,15 +162,7 @@ fn a_full_disk_refuses_writes_keeps_what_was_acked_and_recovers_when_space_is_fr
 #[test]
 fn with_sqlite_full_writes_are_refused_at_once_reads_answer_and_both_recover() {
     let disk = Tmpfs::mount("sqlite", "40m");
-    let data = disk.0.join("data");
-    let node = TestNode::with(Store::Sqlite, |config| {
-        config.admin.listen = "127.0.0.1:0".into();
-        config.storage.data_dir = data.display().to_string();
-        config.logic.messages_per_sec = 1_000_000;
-        config.logic.message_burst = 1_000_000;
-        config.gateway.inbound_frames_per_sec = 1_000_000;
-        config.gateway.inbound_burst = 1_000_000;
-    });
+    let node = node_on(&disk);
     let mut alice = node.login(1, "phone");
     let mut bob = node.login(2, "phone");
     send(&mut alice, 2, "before", b"room to spare");
