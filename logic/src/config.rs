@@ -63,6 +63,11 @@ pub struct StorageConfig {
     /// Embedded store: "full" (every commit fsynced: survives power loss)
     /// or "normal" (survives process crashes only). See docs/operations.md.
     pub sqlite_synchronous: Synchronous,
+    /// MySQL: the writer's lease (docs/cluster.md, "Logic failover"). A
+    /// standby takes over within about 4/3 of this after the writer stops
+    /// renewing; shorter costs more renewals and risks a takeover from a
+    /// writer that is merely slow (it is then fenced: nothing is lost).
+    pub writer_lease_ms: u64,
 }
 
 /// `storage.backend`.
@@ -101,6 +106,7 @@ impl Default for StorageConfig {
             data_dir: "data".into(),
             mysql_urls: Vec::new(),
             sqlite_synchronous: Synchronous::Full,
+            writer_lease_ms: crate::store::mysql::DEFAULT_LEASE_MS,
         }
     }
 }
@@ -115,6 +121,12 @@ impl StorageConfig {
         }
         if self.backend != BackendKind::Mysql {
             return Ok(());
+        }
+        if !(300..=60_000).contains(&self.writer_lease_ms) {
+            return Err(Invalid::new(
+                "storage.writer_lease_ms",
+                "must be between 300 and 60000",
+            ));
         }
         if self.mysql_urls.is_empty() {
             return Err(Invalid::new(

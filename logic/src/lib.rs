@@ -46,6 +46,6 @@ pub mod store;
 pub mod tier;
 
 pub use auth::Authenticator;
-pub use tier::{Inbox, Link, LogicHandle, StartError, open_backend, start};
+pub use tier::{Inbox, Link, LogicHandle, StartError, Storage, open_backend, start};
 
 pub use protocol::link::{Downcall, Downlink, Upcall};

@@ -9,6 +9,7 @@ use runtime::metrics::{Cells, Histogram, Kind, write_family, write_histograms, w
 
 metric_table! { pub Counter, COUNTERS,
     Logins => "im_logic_logins_total", "Logins whose token verified.";
+    Resumed => "im_logic_sessions_resumed_total", "Sessions a gateway registered again on a new link (the logic node was replaced or the link blipped), each told to sync.";
     LoginsRefused => "im_logic_logins_refused_total", "Logins refused with AUTH_FAILED.";
     LoginsThrottled => "im_logic_logins_throttled_total", "Logins refused RATE_LIMITED, unverified, because their uid failed too many this minute.";
     MessagesStored => "im_logic_messages_stored_total", "New messages committed to storage.";

@@ -222,6 +222,10 @@ impl Pipeline {
                 req_id,
                 login,
             } => self.login(session, req_id, login),
+            Upcall::Resume {
+                session,
+                registration,
+            } => self.resume(session, registration),
             Upcall::Closed { session, uid } => {
                 // No uid: the session never reached a login here.
                 if let Some(uid) = uid

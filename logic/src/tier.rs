@@ -33,6 +33,7 @@ use crate::pipeline::Pipeline;
 use crate::presence::GatewayAddrs;
 use crate::reader;
 use crate::sequencer::Sequencer;
+use crate::store::lease::WriterLease;
 use crate::store::{Backend, StoreError};
 
 /// Why the logic tier did not start.
@@ -72,6 +73,9 @@ pub struct LogicHandle {
     outbox_stop: Arc<AtomicBool>,
     metrics: Arc<LogicMetrics>,
     direct: Direct,
+    /// The thread renewing the writer's lease, and its stop: stopped after
+    /// the last write, when it gives the lease up.
+    lease: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
 impl LogicHandle {
@@ -95,18 +99,41 @@ impl LogicHandle {
                 log::error!("a logic thread panicked");
             }
         }
+        if let Some((stop, keeper)) = self.lease {
+            stop.store(true, Ordering::Release);
+            if keeper.join().is_err() {
+                log::error!("the lease thread panicked");
+            }
+        }
     }
 }
 
+/// The configured storage: the backend, and on MySQL the writer's lease,
+/// which must be held before the tier starts (`WriterLease::wait_for`).
+pub struct Storage {
+    pub backend: Arc<dyn Backend>,
+    pub lease: Option<WriterLease>,
+}
+
 /// Opens the configured storage backend (creating or migrating its schema).
-pub fn open_backend(storage: &StorageConfig) -> Result<Arc<dyn Backend>, StartError> {
+pub fn open_backend(storage: &StorageConfig) -> Result<Storage, StartError> {
     storage.validate()?;
     Ok(match storage.backend {
-        BackendKind::Sqlite => Arc::new(crate::store::journal::Journaled::open(
-            std::path::Path::new(&storage.data_dir),
-            storage.sqlite_synchronous,
-        )?),
-        BackendKind::Mysql => Arc::new(crate::store::mysql::MySql::open(&storage.mysql_urls)?),
+        BackendKind::Sqlite => Storage {
+            backend: Arc::new(crate::store::journal::Journaled::open(
+                std::path::Path::new(&storage.data_dir),
+                storage.sqlite_synchronous,
+            )?),
+            lease: None,
+        },
+        BackendKind::Mysql => {
+            let mysql = crate::store::mysql::MySql::open(&storage.mysql_urls)?;
+            let lease = mysql.lease(storage.writer_lease_ms);
+            Storage {
+                backend: Arc::new(mysql),
+                lease: Some(lease),
+            }
+        }
     })
 }
 
@@ -120,15 +147,17 @@ pub struct Link {
     pub addrs: Arc<GatewayAddrs>,
 }
 
-/// Starts the logic tier: the pipeline, the writer and the readers.
+/// Starts the logic tier: the pipeline, the writer and the readers, and on
+/// MySQL the thread keeping the writer's lease (held by the caller).
 pub fn start(
     config: &LogicConfig,
     redis: &RedisConfig,
     max_frame: usize,
     auth: Authenticator,
-    backend: Arc<dyn Backend>,
+    storage: Storage,
     link: Link,
 ) -> Result<LogicHandle, StartError> {
+    let Storage { backend, lease } = storage;
     let Link {
         inbox,
         downlink,
@@ -247,10 +276,18 @@ pub fn start(
             .name("im-logic".into())
             .spawn(move || pipeline.run(inbox, direct.calls, done_rx))?,
     );
+    let lease = match lease {
+        Some(lease) => {
+            let stop = Arc::new(AtomicBool::new(false));
+            Some((stop.clone(), lease.keep(stop)?))
+        }
+        None => None,
+    };
     Ok(LogicHandle {
         threads,
         outbox_stop,
         metrics,
         direct: direct.direct,
+        lease,
     })
 }

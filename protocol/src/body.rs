@@ -80,6 +80,7 @@ bodies! {
     SendResp => Server, "send_resp";
     Push => Server, "push";
     PushAck => Client, "push_ack";
+    SyncHint => Server, "sync_hint";
     SyncReq => Client, "sync_req";
     SyncResp => Server, "sync_resp";
     HistoryReq => Client, "history_req";

@@ -103,6 +103,20 @@ impl FrameCodec {
         Ok(buf.freeze())
     }
 
+    /// The `req_id` of one encoded frame (length prefix included) without
+    /// decoding its body: 0 for a server-initiated frame, or for bytes
+    /// that are not a frame this codec wrote (prost writes field 1 first).
+    pub fn encoded_req_id(encoded: &[u8]) -> u64 {
+        let Some(mut body) = encoded.get(LENGTH_PREFIX_LEN..) else {
+            return 0;
+        };
+        if body.first() != Some(&0x08) {
+            return 0;
+        }
+        body = &body[1..];
+        prost::encoding::decode_varint(&mut body).unwrap_or(0)
+    }
+
     /// Takes exactly one frame off the front of `src`.
     ///
     /// `Ok(None)`: the frame is not all there yet; `src` is untouched except

@@ -77,6 +77,7 @@ fn every_body() -> Vec<Body> {
         }
         .into(),
         pb::PushAck { msg_id: 10 }.into(),
+        pb::SyncHint {}.into(),
         pb::SyncReq {
             cursor: 3,
             limit: 100,
@@ -165,14 +166,33 @@ fn frames() -> Vec<Frame> {
 fn every_body_type_round_trips() {
     let codec = FrameCodec::default();
     let frames = frames();
-    // 25 body variants in the contract's oneof.
-    assert_eq!(frames.len(), 25);
+    // 26 body variants in the contract's oneof.
+    assert_eq!(frames.len(), 26);
     for frame in frames {
         let mut buf = BytesMut::new();
         codec.encode(&frame, &mut buf).unwrap();
         let decoded = codec.decode(&mut buf).unwrap().expect("a whole frame");
         assert_eq!(decoded, frame);
         assert!(buf.is_empty(), "decode consumes exactly one frame");
+    }
+}
+
+#[test]
+fn the_req_id_of_an_encoded_frame_is_read_without_decoding_it() {
+    let codec = FrameCodec::default();
+    for frame in frames() {
+        let bytes = codec.encode_to_bytes(&frame).unwrap();
+        assert_eq!(FrameCodec::encoded_req_id(&bytes), frame.req_id);
+    }
+    let big = codec
+        .encode_to_bytes(&Frame {
+            req_id: u64::MAX,
+            body: Some(pb::Ping {}.into()),
+        })
+        .unwrap();
+    assert_eq!(FrameCodec::encoded_req_id(&big), u64::MAX);
+    for junk in [&b""[..], b"\0\0", b"\0\0\0\x01", b"\0\0\0\x02\x08\xff"] {
+        assert_eq!(FrameCodec::encoded_req_id(junk), 0);
     }
 }
 

@@ -60,6 +60,15 @@ fn every_upcall(id: SessionId) -> Vec<Upcall> {
         Upcall::GatewayGone {
             gateway: id.gateway,
         },
+        Upcall::Resume {
+            session: id,
+            registration: protocol::link::Registration {
+                uid: 42,
+                device_id: "phone".into(),
+                platform: pb::Platform::Web as i32,
+                token_issued_ms: 1_700_000_000_123,
+            },
+        },
     ]
 }
 

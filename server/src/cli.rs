@@ -2,6 +2,8 @@
 //! overrides and checks, and running a node until SIGTERM or SIGINT.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -63,8 +65,16 @@ impl ConfigFlags {
     }
 }
 
+/// Set by SIGTERM or SIGINT once `serve` has begun: what a node still
+/// starting (a standby waiting for the writer's lease) watches.
+pub fn stopping() -> Arc<AtomicBool> {
+    static STOPPING: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    STOPPING.get_or_init(Arc::default).clone()
+}
+
 /// Starts a node, runs it until SIGTERM or SIGINT, then stops it. SIGHUP
-/// calls `reload` (the TLS certificate, for the roles that have one).
+/// calls `reload` (the TLS certificate, for the roles that have one). A
+/// signal while it is still starting (a standby) ends it cleanly too.
 pub fn serve<N, E>(
     start: impl FnOnce() -> Result<N, E>,
     reload: impl Fn(&N),
@@ -79,7 +89,18 @@ where
     }
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
-    let node = start()?;
+    for signal in [SIGTERM, SIGINT] {
+        signal_hook::flag::register(signal, stopping())
+            .context("cannot install signal handlers")?;
+    }
+    let node = match start() {
+        Ok(node) => node,
+        Err(e) if stopping().load(Ordering::Acquire) => {
+            log::info!("stopped before starting: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     for signal in signals.forever() {
         if signal == SIGHUP {
             log::info!("SIGHUP: reloading");

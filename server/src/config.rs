@@ -57,6 +57,12 @@ pub struct LinkConfig {
     pub queue_capacity: usize,
     /// A gateway reconnects after 100 ms, doubling up to this, jittered.
     pub reconnect_max_ms: u64,
+    /// How long a gateway keeps its logged-in sessions open while it has no
+    /// link: a link back within this (to the same logic node or a standby
+    /// that took over) registers them again and they never notice but for
+    /// a SyncHint; after it they are kicked and log in again. 0: kicked at
+    /// once.
+    pub keep_sessions_secs: u64,
 }
 
 impl Default for LinkConfig {
@@ -69,6 +75,7 @@ impl Default for LinkConfig {
             dead_after_secs: 5,
             queue_capacity: 65_536,
             reconnect_max_ms: 2_000,
+            keep_sessions_secs: 30,
         }
     }
 }

@@ -37,6 +37,8 @@ pub enum NodeError {
     Gateway(#[from] gateway::StartError),
     #[error(transparent)]
     Logic(#[from] logic::StartError),
+    #[error("stopped while a standby")]
+    Stopped,
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -48,18 +50,40 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> NodeError {
     move |source| NodeError::Io { what, source }
 }
 
-/// The logic tier of `config`, started with its inbox and downlink; returns
-/// it and its metrics' page.
-fn start_logic(config: &Config, link: logic::Link) -> Result<logic::LogicHandle, NodeError> {
+/// The storage of `config`, ready to write: on MySQL, once this process
+/// holds the writer's lease. Until then it is a standby, and waits (before
+/// it opens any port, so gateways and clients find the active node).
+fn writer_storage(config: &Config) -> Result<logic::Storage, NodeError> {
+    let storage = logic::open_backend(&config.storage)?;
+    if let Some(lease) = &storage.lease {
+        log::info!(
+            "taking the writer lease as {} ({} ms)",
+            lease.holder(),
+            lease.lease().as_millis()
+        );
+        if lease.wait_for(&crate::cli::stopping()).is_none() {
+            return Err(NodeError::Stopped);
+        }
+        log::info!("this process holds the writer lease: active");
+    }
+    Ok(storage)
+}
+
+/// The logic tier of `config` on `storage`, started with its inbox and
+/// downlink.
+fn start_logic(
+    config: &Config,
+    storage: logic::Storage,
+    link: logic::Link,
+) -> Result<logic::LogicHandle, NodeError> {
     let auth =
         logic::Authenticator::from_config(&config.auth, Path::new(&config.storage.data_dir))?;
-    let backend = logic::open_backend(&config.storage)?;
     Ok(logic::start(
         &config.logic,
         &config.redis,
         config.gateway.max_frame,
         auth,
-        backend,
+        storage,
         link,
     )?)
 }
@@ -180,6 +204,7 @@ pub struct Node {
 impl Node {
     pub fn start(config: &Config) -> Result<Node, NodeError> {
         config.validate()?;
+        let storage = writer_storage(config)?;
         let metrics = Arc::new(Metrics::default());
         let (up_tx, bell, inbox) = logic::Inbox::bounded(config.logic.queue_capacity);
         let uplink: Arc<dyn Uplink> = Arc::new(LocalUplink::new(up_tx, bell));
@@ -198,7 +223,7 @@ impl Node {
             downlink: Arc::new(mailboxes.clone()),
             addrs: gateways,
         };
-        let logic = start_logic(config, link)?;
+        let logic = start_logic(config, storage, link)?;
         let (page, logic_metrics) = (metrics.clone(), logic.metrics());
         let http = start_http(
             config,
@@ -298,6 +323,7 @@ impl GatewayNode {
             heartbeat: std::time::Duration::from_secs(config.link.heartbeat_secs),
             dead_after_secs: config.link.dead_after_secs,
             reconnect_max: std::time::Duration::from_millis(config.link.reconnect_max_ms),
+            keep_sessions: std::time::Duration::from_secs(config.link.keep_sessions_secs),
         };
         let link = gateway_end::start(settings, &linked, upcalls, doorbell, mailboxes.clone())
             .map_err(io("cannot start the link"))?;
@@ -351,6 +377,7 @@ pub struct LogicNode {
 impl LogicNode {
     pub fn start(config: &Config) -> Result<LogicNode, NodeError> {
         config.validate()?;
+        let storage = writer_storage(config)?;
         let settings = logic_end::Settings {
             secret: config.link.required_secret()?.to_vec(),
             heartbeat: std::time::Duration::from_secs(config.link.heartbeat_secs),
@@ -366,6 +393,7 @@ impl LogicNode {
         let downlink: Arc<dyn Downlink> = gateways.clone();
         let logic = start_logic(
             config,
+            storage,
             logic::Link {
                 inbox,
                 downlink,

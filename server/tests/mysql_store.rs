@@ -5,8 +5,10 @@
 //!   not stored), and succeed again after, on fresh connections, with seqs
 //!   that have no gap. The outage is a TCP proxy in front of MariaDB that the
 //!   test cuts and restores, so other tests on the same server are untouched.
-//! - One writer per database: a second logic process on the same database
-//!   refuses to start; other databases are unaffected.
+//! - One writer per database: a second node on the same database is a
+//!   standby until the first stops (and gives the writer's lease up); other
+//!   databases are unaffected. A writer whose lease another took is fenced:
+//!   its next batch stores nothing.
 //! - Two shards (two databases): every row lands on the shard the map says,
 //!   a conversation's history is read from its one shard (the other shard
 //!   can be down), and a changed shard list is refused, never reshuffled.
@@ -151,7 +153,7 @@ fn node_on(database: &str, dir: &std::path::Path) -> Result<Node, server::NodeEr
 }
 
 #[test]
-fn a_second_logic_process_cannot_become_another_writer() {
+fn a_second_node_is_a_standby_until_the_writer_stops() {
     let database = format!("im_single_writer_{}", std::process::id());
     let _cleanup = Database(database.clone());
     let other = format!("im_other_writer_{}", std::process::id());
@@ -159,23 +161,116 @@ fn a_second_logic_process_cannot_become_another_writer() {
     let dir = std::env::temp_dir().join(&database);
 
     let first = node_on(&database, &dir).expect("the first node starts");
-    let refused = node_on(&database, &dir)
-        .err()
-        .expect("a second writer is refused");
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let standby = {
+        let (database, dir) = (database.clone(), dir.clone());
+        thread::spawn(move || {
+            let node = node_on(&database, &dir);
+            let _ = started_tx.send(Instant::now());
+            node
+        })
+    };
     assert!(
-        refused
-            .to_string()
-            .contains("another logic process is the writer"),
-        "{refused}"
+        started.recv_timeout(Duration::from_secs(5)).is_err(),
+        "a second node on the same database waits while the first renews its lease"
     );
-    // The lock is per database: a node on another database starts.
+    // The lease is per database: a node on another database starts.
     let elsewhere = node_on(&other, &dir).expect("another database has its own writer");
     elsewhere.shutdown();
 
+    let stopped = Instant::now();
     first.shutdown();
-    let again = node_on(&database, &dir).expect("after the first stops, a new writer starts");
-    again.shutdown();
+    let took_over = started
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the standby takes over once the first stops");
+    let second = standby.join().unwrap().expect("the standby starts");
+    println!(
+        "standby active {:?} after the writer's clean stop",
+        took_over - stopped
+    );
+    assert!(
+        took_over - stopped < Duration::from_secs(3),
+        "a clean stop gives the lease up: no waiting for it to run out"
+    );
+    second.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_writer_whose_lease_another_took_stores_nothing_more() {
+    use logic::sequencer::{Outcome, WriteOp};
+    use logic::store::lease::Holder;
+    use logic::store::{Backend, StoreError};
+    let send = |id: &str| WriteOp::Send {
+        from: 1,
+        to: 2,
+        client_msg_id: id.into(),
+        content_type: 1,
+        content: id.as_bytes().to_vec(),
+        notify: false,
+    };
+    let database = format!("im_fenced_{}", std::process::id());
+    let _cleanup = Database(database.clone());
+    let url = format!("{}/{database}", testkit::mysql_url());
+    let lease_ms = 300;
+
+    let old = logic::store::mysql::MySql::open(std::slice::from_ref(&url)).unwrap();
+    assert_eq!(old.lease(lease_ms).try_take().unwrap(), Holder::Us);
+    let mut old_writer = old.writer().unwrap();
+    let mut old_sequencer =
+        logic::sequencer::Sequencer::new(old_writer.recover().unwrap(), 1, 1024);
+    let sent = old_sequencer
+        .apply(old_writer.as_mut(), &[&send("before")], 1)
+        .expect("the writer writes while it holds the lease");
+    assert_eq!(sent.outcomes.len(), 1);
+
+    // The old writer stops renewing (frozen); its lease runs out and a
+    // standby takes over.
+    thread::sleep(Duration::from_millis(lease_ms + 200));
+    let new = logic::store::mysql::MySql::open(std::slice::from_ref(&url)).unwrap();
+    assert_eq!(new.lease(lease_ms).try_take().unwrap(), Holder::Us);
+
+    // The old writer wakes. The takeover killed its connection (so that a
+    // transaction it had open could not hold locks): its first batch fails
+    // on that, and on a new connection the fence refuses it. Its renewal
+    // is refused too.
+    let first = old_sequencer.apply(old_writer.as_mut(), &[&send("after")], 2);
+    assert!(
+        matches!(
+            first,
+            Err(StoreError::Unavailable(_) | StoreError::Fenced(_))
+        ),
+        "{:?}",
+        first.map(|a| a.outcomes)
+    );
+    let again = old_sequencer.apply(old_writer.as_mut(), &[&send("after")], 2);
+    assert!(
+        matches!(again, Err(StoreError::Fenced(_))),
+        "{:?}",
+        again.map(|a| a.outcomes)
+    );
+    assert!(matches!(
+        old.lease(lease_ms).renew(),
+        Err(StoreError::Fenced(_))
+    ));
+
+    // The new writer sees only what the old one committed under its lease.
+    let mut new_writer = new.writer().unwrap();
+    let recovered = new_writer.recover().unwrap();
+    let mut new_sequencer = logic::sequencer::Sequencer::new(recovered, 1, 1024);
+    let applied = new_sequencer
+        .apply(new_writer.as_mut(), &[&send("after")], 3)
+        .expect("the new writer writes");
+    match &applied.outcomes[0] {
+        Outcome::Sent { message, duplicate } => {
+            assert_eq!(
+                (message.seq, *duplicate),
+                (2, false),
+                "seq 2: the fenced batch left nothing"
+            )
+        }
+        other => panic!("not a send: {other:?}"),
+    }
 }
 
 fn login(node: &Node, uid: u64) -> Client {

@@ -66,8 +66,13 @@ impl Pipeline {
 
     /// Whether a token that verified was revoked.
     pub(crate) fn is_revoked(&self, uid: u64, token: &str) -> bool {
+        self.is_revoked_at(uid, token::issued_ms(token))
+    }
+
+    /// Whether a token of `uid` issued at `issued_ms` is revoked.
+    pub(crate) fn is_revoked_at(&self, uid: u64, issued_ms: u64) -> bool {
         self.revoked
             .get(&uid)
-            .is_some_and(|before| token::issued_ms(token) <= *before)
+            .is_some_and(|before| issued_ms <= *before)
     }
 }

@@ -20,6 +20,7 @@
 //! threads (see `reader.rs`).
 
 pub mod journal;
+pub mod lease;
 pub mod mysql;
 pub mod sharded;
 pub mod sqlite;
@@ -158,6 +159,10 @@ pub enum StoreError {
     /// open; `--check-config` finds what it can without the database).
     #[error("storage misconfigured: {0}")]
     Config(String),
+    /// Another logic process took the writer's lease: this one's write was
+    /// refused inside its transaction, and nothing of it is stored.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl StoreError {

@@ -23,6 +23,7 @@
 //! moves rows, and that is never done silently.
 
 use mysql::prelude::Queryable;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mysql::{
@@ -30,11 +31,15 @@ use mysql::{
 };
 use protocol::pb;
 
+use super::lease::{Fence, WriterLease};
 use super::sharded::{ShardedReader, ShardedWriter};
 use super::{
     Backend, ConvRow, Notice, Pair, ReadStore, Recovered, Revocation, SentKey, StoreError,
     StoreResult, WriteStore, direction, message_from_row,
 };
+
+/// The writer lease's length when the configuration gives none.
+pub const DEFAULT_LEASE_MS: u64 = 3_000;
 
 /// Each entry moves the schema one version up; `im_schema_version` records
 /// what a database has applied. Never edit an entry once released: add one.
@@ -93,9 +98,27 @@ const MIGRATIONS: &[&[&str]] = &[
         seq        BIGINT UNSIGNED NOT NULL,
         created_ms BIGINT UNSIGNED NOT NULL
      ) ENGINE=InnoDB"],
+    // The writer's lease and the connections its holder writes on (lease.rs).
+    &[
+        "CREATE TABLE IF NOT EXISTS im_writer (
+        id             TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+        holder         VARCHAR(255) NOT NULL,
+        epoch          BIGINT UNSIGNED NOT NULL,
+        lease_until_ms BIGINT UNSIGNED NOT NULL,
+        renewals       BIGINT UNSIGNED NOT NULL,
+        writes         BIGINT UNSIGNED NOT NULL
+     ) ENGINE=InnoDB",
+        "INSERT IGNORE INTO im_writer (id, holder, epoch, lease_until_ms, renewals, writes) VALUES (0, '', 0, 0, 0, 0)",
+        "CREATE TABLE IF NOT EXISTS im_writer_conns (
+        server  VARCHAR(255) NOT NULL,
+        conn_id BIGINT UNSIGNED NOT NULL,
+        epoch   BIGINT UNSIGNED NOT NULL,
+        PRIMARY KEY (server, conn_id)
+     ) ENGINE=InnoDB",
+    ],
 ];
 
-fn db(e: mysql::Error) -> StoreError {
+pub(crate) fn db(e: mysql::Error) -> StoreError {
     match e {
         mysql::Error::FromRowError(_) | mysql::Error::FromValueError(_) => {
             StoreError::Corrupt(e.to_string())
@@ -107,13 +130,13 @@ fn db(e: mysql::Error) -> StoreError {
 /// The configured databases, in shard order.
 pub struct MySql {
     databases: Vec<Database>,
+    /// The writer lease's epochs, which every write checks.
+    fence: Arc<Fence>,
 }
 
 struct Database {
     pool: Pool,
     name: String,
-    /// The writer lock's name: user locks are server-wide, so it names the database.
-    writer_lock: String,
 }
 
 impl MySql {
@@ -138,7 +161,37 @@ impl MySql {
             database.claim_shard(index, urls.len())?;
             databases.push(database);
         }
-        Ok(MySql { databases })
+        let fence = Fence::new(databases.len());
+        Ok(MySql { databases, fence })
+    }
+
+    /// The writer's lease on these databases, `lease_ms` long.
+    pub fn lease(&self, lease_ms: u64) -> WriterLease {
+        WriterLease::new(
+            self.databases.iter().map(|d| d.pool.clone()).collect(),
+            self.fence.clone(),
+            lease_ms,
+        )
+    }
+
+    /// A writer connection on database `shard`. The lease must be held;
+    /// a process that never took it (a tool, a test) takes it once here
+    /// and is refused if another process holds it.
+    fn writer_on(&self, shard: usize) -> StoreResult<MySqlConn> {
+        if self.fence.epoch(shard) == 0 {
+            match self.lease(DEFAULT_LEASE_MS).try_take()? {
+                super::lease::Holder::Us => {}
+                super::lease::Holder::Other { holder, left_ms } => {
+                    return Err(StoreError::Unavailable(format!(
+                        "another logic process is the writer for these databases ({holder}, lease {left_ms} ms more)"
+                    )));
+                }
+            }
+        }
+        MySqlConn::new(
+            self.databases[shard].pool.clone(),
+            Some((self.fence.clone(), shard)),
+        )
     }
 
     /// Applies the migrations each database lacks (also `im-logic migrate`).
@@ -190,13 +243,7 @@ impl Database {
             .map_err(db)?;
         let pool = Pool::new(opts).map_err(db)?;
         migrate(&mut pool.get_conn().map_err(db)?)?;
-        // At most 64 characters; database names are at most 64 as well.
-        let writer_lock: String = format!("im_writer.{name}").chars().take(64).collect();
-        Ok(Database {
-            pool,
-            name,
-            writer_lock,
-        })
+        Ok(Database { pool, name })
     }
 
     /// Records this database as shard `index` of `count` the first time,
@@ -225,8 +272,8 @@ impl Database {
         }
     }
 
-    fn connection(&self, writer: bool) -> StoreResult<MySqlConn> {
-        MySqlConn::new(self.pool.clone(), writer.then(|| self.writer_lock.clone()))
+    fn reader(&self) -> StoreResult<MySqlConn> {
+        MySqlConn::new(self.pool.clone(), None)
     }
 }
 
@@ -274,25 +321,23 @@ fn migrate(conn: &mut PooledConn) -> StoreResult<usize> {
 
 impl Backend for MySql {
     fn writer(&self) -> StoreResult<Box<dyn WriteStore>> {
-        if let [database] = self.databases.as_slice() {
-            return Ok(Box::new(database.connection(true)?));
+        if self.databases.len() == 1 {
+            return Ok(Box::new(self.writer_on(0)?));
         }
-        let shards = self
-            .databases
-            .iter()
-            .map(|d| Ok(Box::new(d.connection(true)?) as Box<dyn WriteStore>))
+        let shards = (0..self.databases.len())
+            .map(|shard| Ok(Box::new(self.writer_on(shard)?) as Box<dyn WriteStore>))
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Box::new(ShardedWriter::new(shards)))
     }
 
     fn reader(&self) -> StoreResult<Box<dyn ReadStore>> {
         if let [database] = self.databases.as_slice() {
-            return Ok(Box::new(database.connection(false)?));
+            return Ok(Box::new(database.reader()?));
         }
         let shards = self
             .databases
             .iter()
-            .map(|d| Ok(Box::new(d.connection(false)?) as Box<dyn ReadStore>))
+            .map(|d| Ok(Box::new(d.reader()?) as Box<dyn ReadStore>))
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Box::new(ShardedReader::new(shards)))
     }
@@ -304,12 +349,11 @@ impl Backend for MySql {
 pub struct MySqlConn {
     pool: Pool,
     conn: Option<PooledConn>,
-    /// For the writer: the user lock (GET_LOCK, which MariaDB, MySQL and
-    /// TiDB all have) its connection holds for as long as it lives. Seqs,
-    /// msg_ids and sync versions are assigned by one writer per database;
-    /// a second logic process cannot become another. The server releases
-    /// the lock when the connection ends.
-    writer_lock: Option<String>,
+    /// For the writer: the lease's fence and this database's shard index.
+    /// Every transaction checks the epoch first (see `lease.rs`); every
+    /// connection is registered, for a standby to kill should this process
+    /// freeze inside a transaction.
+    fence: Option<(Arc<Fence>, usize)>,
 }
 
 const MESSAGE_COLUMNS: &str =
@@ -377,33 +421,26 @@ fn placeholders(rows: usize, width: usize) -> String {
 }
 
 impl MySqlConn {
-    fn new(pool: Pool, writer_lock: Option<String>) -> StoreResult<MySqlConn> {
+    fn new(pool: Pool, fence: Option<(Arc<Fence>, usize)>) -> StoreResult<MySqlConn> {
         let mut conn = MySqlConn {
             pool,
             conn: None,
-            writer_lock,
+            fence,
         };
         conn.c()?;
         Ok(conn)
     }
 
     /// The connection, connecting first if the last one was retired. A new
-    /// writer connection must take the writer lock, at once or not at all.
+    /// writer connection is registered with the lease, and on Galera reads
+    /// what other nodes committed before it (`wsrep_sync_wait`; an unknown
+    /// variable elsewhere, and ignored).
     fn c(&mut self) -> StoreResult<&mut PooledConn> {
         if self.conn.is_none() {
             let mut conn = self.pool.get_conn().map_err(db)?;
-            if let Some(lock) = &self.writer_lock {
-                let locked = scalar(
-                    &mut conn,
-                    "SELECT GET_LOCK(?, 0)",
-                    Params::Positional(vec![lock.as_str().into()]),
-                )?;
-                if locked != 1 {
-                    drop(conn.unwrap());
-                    return Err(StoreError::Unavailable(
-                        "another logic process is the writer for this database (one writer per database)".into(),
-                    ));
-                }
+            if let Some((fence, shard)) = &self.fence {
+                let _ = conn.query_drop("SET SESSION wsrep_sync_wait = 1");
+                fence.register(&mut conn, *shard)?;
             }
             self.conn = Some(conn);
         }
@@ -463,7 +500,15 @@ impl WriteStore for MySqlConn {
     fn begin(&mut self) -> StoreResult<()> {
         self.c()?
             .query_drop("START TRANSACTION")
-            .map_err(|e| self.lost(e))
+            .map_err(|e| self.lost(e))?;
+        let Some((fence, shard)) = self.fence.clone() else {
+            return Ok(());
+        };
+        let checked = fence.check(self.c()?, shard);
+        if checked.is_err() {
+            self.rollback();
+        }
+        checked
     }
 
     fn commit(&mut self) -> StoreResult<()> {

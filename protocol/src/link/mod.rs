@@ -105,6 +105,25 @@ pub enum Upcall {
     /// Every session of this gateway is gone at once: its link died (the
     /// logic tier's end of the link says so) or it is going away.
     GatewayGone { gateway: u32 },
+    /// A session accepted over an earlier link, registered again on a new
+    /// one (the logic node was replaced, or the link blipped) so that its
+    /// client stays connected. Answer with a `SyncHint` frame or `Close`.
+    Resume {
+        session: SessionId,
+        registration: Registration,
+    },
+}
+
+/// What a gateway keeps of a session the logic tier accepted: enough to
+/// register it again with a logic node that does not know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub uid: u64,
+    pub device_id: String,
+    /// `pb::Platform` as its wire number.
+    pub platform: i32,
+    /// When its token was issued (Unix ms): a revocation since still applies.
+    pub token_issued_ms: u64,
 }
 
 /// What the logic tier tells a gateway worker about one of its sessions.
@@ -133,7 +152,8 @@ impl Upcall {
             Upcall::Login { session, .. }
             | Upcall::Request { session, .. }
             | Upcall::PushAck { session, .. }
-            | Upcall::Closed { session, .. } => Some(*session),
+            | Upcall::Closed { session, .. }
+            | Upcall::Resume { session, .. } => Some(*session),
             Upcall::GatewayGone { .. } => None,
         }
     }

@@ -6,7 +6,7 @@
 //! either is an error, never a default. Calls travel many to a link frame,
 //! in a `pb::Batch`.
 
-use super::{Downcall, SessionId, Upcall};
+use super::{Downcall, Registration, SessionId, Upcall};
 
 /// Types generated from `proto/link.proto` by `build.rs`.
 pub mod pb {
@@ -61,6 +61,12 @@ impl From<Upcall> for pb::Upcall {
             Upcall::PushAck { uid, msg_id, .. } => Call::PushAck(pb::PushAck { uid, msg_id }),
             Upcall::Closed { uid, .. } => Call::Closed(pb::Closed { uid }),
             Upcall::GatewayGone { gateway } => Call::Gone(pb::GatewayGone { gateway }),
+            Upcall::Resume { registration, .. } => Call::Resume(pb::Resume {
+                uid: registration.uid,
+                device_id: registration.device_id,
+                platform: registration.platform,
+                token_issued_ms: registration.token_issued_ms,
+            }),
         };
         pb::Upcall {
             session,
@@ -103,6 +109,15 @@ impl TryFrom<pb::Upcall> for Upcall {
             },
             Call::Gone(gone) => Upcall::GatewayGone {
                 gateway: gone.gateway,
+            },
+            Call::Resume(resume) => Upcall::Resume {
+                session,
+                registration: Registration {
+                    uid: resume.uid,
+                    device_id: resume.device_id,
+                    platform: resume.platform,
+                    token_issued_ms: resume.token_issued_ms,
+                },
             },
         })
     }

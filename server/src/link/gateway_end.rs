@@ -11,13 +11,23 @@
 //! While there is no link, workers are told so at once ([`LinkedUplink`]:
 //! the client gets UNAVAILABLE), and what was queued before the link went
 //! is answered here, a request or a login UNAVAILABLE: no client waits on a
-//! link that is not there. When a link dies, every session the logic tier had accepted is
-//! closed with a Kick (the logic tier dropped them when it saw the link go;
-//! their clients reconnect, log in again and sync, missing nothing).
-//! Reconnecting waits 100 ms, doubling up to `link.reconnect_max_ms`, each
-//! wait jittered, cycling through the configured logic addresses.
+//! link that is not there. So is what went up the dead link unanswered:
+//! the [`Ledger`] keeps every request and login in flight.
+//!
+//! The sessions the logic tier accepted stay connected through a link's
+//! loss: the ledger keeps what each logged in as, and the first thing sent
+//! on the next link, to the same logic node or to the standby that took
+//! over, registers them all again (`Upcall::Resume`); the logic node tells
+//! each client to sync (`SyncHint`), since pushes in flight were lost with
+//! the old link. Only if no link comes back within
+//! `link.keep_sessions_secs` are they closed with a Kick (their clients
+//! reconnect, log in again and sync, missing nothing).
+//!
+//! Reconnecting cycles through the configured logic addresses, waiting
+//! 100 ms between tries, doubling after each full round up to
+//! `link.reconnect_max_ms`, each wait jittered.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,18 +39,81 @@ use gateway::{LocalUplink, Mailboxes, Uplink, UplinkError};
 use parking_lot::Mutex;
 use protocol::body::{error_frame, kick_frame};
 use protocol::link::wire::pb::link_frame::Kind;
-use protocol::link::{Downcall, Downlink, SessionId, Upcall};
-use protocol::{ErrorCode, FrameCodec};
+use protocol::link::{Downcall, Downlink, Registration, SessionId, Upcall};
+use protocol::{ErrorCode, FrameCodec, token};
 use runtime::doorbell::{Bell, Doorbell};
 
 use super::handshake::{self, GatewayInfo};
 use super::{FrameReader, FrameWriter, LinkError, upcall_batch};
+
+/// What went up the link and is not answered yet, and which sessions the
+/// logic tier accepted (with what they logged in as): what a new link must
+/// register again, and what a dead one leaves to answer here.
+#[derive(Default)]
+struct Ledger {
+    accepted: HashMap<SessionId, Registration>,
+    /// Logins sent, not yet answered: their req_id and what they claim.
+    logging_in: HashMap<SessionId, (u64, Registration)>,
+    /// Requests sent, not yet answered (req_id 0 is not tracked: its
+    /// answer cannot be told from a push).
+    requests: HashSet<(SessionId, u64)>,
+}
+
+impl Ledger {
+    /// An upcall about to be written to the link.
+    fn sending(&mut self, call: &Upcall) {
+        match call {
+            Upcall::Login {
+                session,
+                req_id,
+                login,
+            } => {
+                let registration = Registration {
+                    uid: login.uid,
+                    device_id: login.device_id.clone(),
+                    platform: login.platform,
+                    token_issued_ms: token::issued_ms(&login.token),
+                };
+                self.logging_in.insert(*session, (*req_id, registration));
+            }
+            Upcall::Request { session, frame, .. } if frame.req_id != 0 => {
+                self.requests.insert((*session, frame.req_id));
+            }
+            _ => {}
+        }
+    }
+
+    /// A downcall read from the link.
+    fn received(&mut self, call: &Downcall) {
+        match call {
+            Downcall::LoginAccepted { session, .. } => {
+                if let Some((_, registration)) = self.logging_in.remove(session) {
+                    self.accepted.insert(*session, registration);
+                }
+            }
+            Downcall::Frame { session, frame } => {
+                let req_id = FrameCodec::encoded_req_id(frame);
+                if req_id != 0 {
+                    self.requests.remove(&(*session, req_id));
+                }
+            }
+            Downcall::Close { session, .. } => self.forget(*session),
+        }
+    }
+
+    fn forget(&mut self, session: SessionId) {
+        self.accepted.remove(&session);
+        self.logging_in.remove(&session);
+        // Its requests' answers would be dropped with the session anyway.
+    }
+}
 
 /// The workers' uplink: the in-process queue to `im-link`, refusing at
 /// once while there is no link.
 pub struct LinkedUplink {
     queue: LocalUplink,
     up: Arc<AtomicBool>,
+    ledger: Arc<Mutex<Ledger>>,
 }
 
 impl LinkedUplink {
@@ -51,6 +124,7 @@ impl LinkedUplink {
         let uplink = LinkedUplink {
             queue: LocalUplink::new(tx, doorbell.bell()),
             up: Arc::new(AtomicBool::new(false)),
+            ledger: Arc::default(),
         };
         (uplink, rx, doorbell)
     }
@@ -58,6 +132,10 @@ impl LinkedUplink {
 
 impl Uplink for LinkedUplink {
     fn send(&self, call: Upcall) -> Result<(), UplinkError> {
+        if let Upcall::Closed { session, .. } = &call {
+            // Never registered again, link or no link.
+            self.ledger.lock().forget(*session);
+        }
         if !self.up.load(Ordering::Acquire) {
             return Err(UplinkError::Disconnected);
         }
@@ -81,6 +159,9 @@ pub struct Settings {
     pub heartbeat: Duration,
     pub dead_after_secs: u64,
     pub reconnect_max: Duration,
+    /// How long accepted sessions stay open with no link (zero: closed at
+    /// once).
+    pub keep_sessions: Duration,
 }
 
 /// The running link: stop it once the gateway has stopped, so the last
@@ -135,7 +216,7 @@ pub fn start(
         mailboxes,
         stop: stop.clone(),
         up: up.clone(),
-        accepted: Arc::new(Mutex::new(HashSet::new())),
+        ledger: uplink.ledger.clone(),
         codec: FrameCodec::default(),
     };
     let thread = thread::Builder::new()
@@ -156,31 +237,43 @@ struct GatewayLink {
     mailboxes: Mailboxes,
     stop: Arc<AtomicBool>,
     up: Arc<AtomicBool>,
-    /// Sessions the logic tier accepted over the current link: kicked when
-    /// it dies.
-    accepted: Arc<Mutex<HashSet<SessionId>>>,
+    ledger: Arc<Mutex<Ledger>>,
     codec: FrameCodec,
 }
 
 impl GatewayLink {
     fn run(&mut self) {
-        let mut backoff = Duration::from_millis(100);
+        let first = Duration::from_millis(100);
+        let mut backoff = first;
         let mut next = 0;
+        // When the last link was lost, while its sessions are kept.
+        let mut lost_at: Option<Instant> = None;
         while !self.stopping() {
-            let addr = self.settings.logic[next % self.settings.logic.len()];
+            let addrs = self.settings.logic.len();
+            let addr = self.settings.logic[next % addrs];
             next += 1;
             match self.connect(addr) {
-                Ok((reader, writer)) => {
+                Ok((reader, mut writer)) => {
                     log::info!("link to the logic tier at {addr} is up");
-                    backoff = Duration::from_millis(100);
+                    backoff = first;
+                    lost_at = None;
                     self.up.store(true, Ordering::Release);
-                    let ended = self.serve(reader, writer);
+                    let ended = self
+                        .resume_accepted(&mut writer, addr)
+                        .and_then(|()| self.serve(reader, writer));
                     self.up.store(false, Ordering::Release);
                     match ended {
                         Ok(()) => log::info!("link to {addr} closed"),
                         Err(e) => log::warn!("link to {addr} lost: {e}"),
                     }
-                    self.kick_accepted();
+                    self.answer_in_flight();
+                    if self.settings.keep_sessions.is_zero() {
+                        self.kick_accepted();
+                    } else {
+                        lost_at = Some(Instant::now());
+                    }
+                    // Straight on to the next address: the standby, perhaps.
+                    continue;
                 }
                 Err(LinkError::Refused(reason)) => {
                     log::error!("the logic tier at {addr} refused this gateway: {reason}")
@@ -191,12 +284,43 @@ impl GatewayLink {
             let until = Instant::now() + jittered(backoff);
             while !self.stopping() && Instant::now() < until {
                 self.refuse_queued();
+                if lost_at.is_some_and(|at| at.elapsed() >= self.settings.keep_sessions) {
+                    lost_at = None;
+                    self.kick_accepted();
+                }
                 self.doorbell
                     .wait(until.saturating_duration_since(Instant::now()));
             }
-            backoff = (backoff * 2).min(self.settings.reconnect_max);
+            if next % addrs == 0 {
+                backoff = (backoff * 2).min(self.settings.reconnect_max);
+            }
         }
         self.refuse_queued();
+    }
+
+    /// Registers every session the logic tier accepted before with the
+    /// node at the other end of a new link, before any other call: the
+    /// workers' calls queued meanwhile follow them.
+    fn resume_accepted(&self, writer: &mut FrameWriter, addr: SocketAddr) -> Result<(), LinkError> {
+        let mut resumes = self
+            .ledger
+            .lock()
+            .accepted
+            .iter()
+            .map(|(session, registration)| Upcall::Resume {
+                session: *session,
+                registration: registration.clone(),
+            })
+            .collect::<Vec<_>>()
+            .into_iter();
+        let count = resumes.len();
+        while let Some(batch) = upcall_batch(|| resumes.next()) {
+            writer.send(batch)?;
+        }
+        if count > 0 {
+            log::info!("{count} open sessions registered again with the logic tier at {addr}");
+        }
+        Ok(())
     }
 
     fn stopping(&self) -> bool {
@@ -226,11 +350,11 @@ impl GatewayLink {
             let dead = dead.clone();
             let bell = self.doorbell.bell();
             let mailboxes = self.mailboxes.clone();
-            let accepted = self.accepted.clone();
+            let ledger = self.ledger.clone();
             thread::Builder::new()
                 .name("im-link-rx".into())
                 .spawn(move || {
-                    let ended = receive(reader, &mailboxes, &accepted);
+                    let ended = receive(reader, &mailboxes, &ledger);
                     dead.store(true, Ordering::Release);
                     bell.ring();
                     ended
@@ -257,7 +381,14 @@ impl GatewayLink {
         let mut last_write = Instant::now();
         loop {
             let due = writer.write_or_beat(
-                || upcall_batch(|| self.next_upcall()),
+                || {
+                    let mut ledger = self.ledger.lock();
+                    upcall_batch(|| {
+                        let call = self.upcalls.try_recv().ok()?;
+                        ledger.sending(&call);
+                        Some(call)
+                    })
+                },
                 &mut last_write,
                 heartbeat,
             )?;
@@ -275,45 +406,51 @@ impl GatewayLink {
         }
     }
 
-    /// The next queued upcall to send, keeping track of logouts.
-    fn next_upcall(&self) -> Option<Upcall> {
-        let call = self.upcalls.try_recv().ok()?;
-        if let Upcall::Closed { session, .. } = &call {
-            self.accepted.lock().remove(session);
+    /// An UNAVAILABLE answer to `req_id`.
+    fn refusal(&self, req_id: u64) -> Option<bytes::Bytes> {
+        self.codec
+            .encode_to_bytes(&error_frame(
+                req_id,
+                ErrorCode::Unavailable,
+                "logic tier unavailable, retry later",
+            ))
+            .ok()
+    }
+
+    /// A request gets UNAVAILABLE; a login, UNAVAILABLE and its session
+    /// closed (it may log in again).
+    fn refuse_request(&self, session: SessionId, req_id: u64) {
+        if let Some(frame) = self.refusal(req_id) {
+            self.mailboxes.send(Downcall::Frame { session, frame });
         }
-        Some(call)
+    }
+
+    fn refuse_login(&self, session: SessionId, req_id: u64) {
+        self.mailboxes.send(Downcall::Close {
+            session,
+            last: self.refusal(req_id),
+        });
     }
 
     /// No link: a request or a login queued now gets UNAVAILABLE.
     fn refuse_queued(&self) {
         let mut refused = false;
         while let Ok(call) = self.upcalls.try_recv() {
-            let refusal = |req_id| {
-                self.codec
-                    .encode_to_bytes(&error_frame(
-                        req_id,
-                        ErrorCode::Unavailable,
-                        "logic tier unavailable, retry later",
-                    ))
-                    .ok()
-            };
             match call {
                 Upcall::Request { session, frame, .. } => {
-                    if let Some(frame) = refusal(frame.req_id) {
-                        self.mailboxes.send(Downcall::Frame { session, frame });
-                        refused = true;
-                    }
+                    self.refuse_request(session, frame.req_id);
+                    refused = true;
                 }
                 Upcall::Login {
                     session, req_id, ..
                 } => {
-                    self.mailboxes.send(Downcall::Close {
-                        session,
-                        last: refusal(req_id),
-                    });
+                    self.refuse_login(session, req_id);
                     refused = true;
                 }
-                Upcall::PushAck { .. } | Upcall::Closed { .. } | Upcall::GatewayGone { .. } => {}
+                Upcall::PushAck { .. }
+                | Upcall::Closed { .. }
+                | Upcall::GatewayGone { .. }
+                | Upcall::Resume { .. } => {}
             }
         }
         if refused {
@@ -321,10 +458,44 @@ impl GatewayLink {
         }
     }
 
-    /// The link died: the logic tier forgot this gateway's sessions, so
-    /// their clients must log in again (and sync).
+    /// The link died with requests and logins on it: each is answered
+    /// UNAVAILABLE (the client resends; a send with the same
+    /// client_msg_id, which the logic tier's dedup holds).
+    fn answer_in_flight(&self) {
+        let (requests, logins) = {
+            let mut ledger = self.ledger.lock();
+            (
+                std::mem::take(&mut ledger.requests),
+                std::mem::take(&mut ledger.logging_in),
+            )
+        };
+        if requests.is_empty() && logins.is_empty() {
+            return;
+        }
+        log::warn!(
+            "{} requests and {} logins in flight on the lost link answered UNAVAILABLE",
+            requests.len(),
+            logins.len()
+        );
+        for (session, req_id) in requests {
+            self.refuse_request(session, req_id);
+        }
+        for (session, (req_id, _)) in logins {
+            self.refuse_login(session, req_id);
+        }
+        self.mailboxes.flush();
+    }
+
+    /// No link came back in time: the open sessions are closed, and their
+    /// clients must log in again (and sync).
     fn kick_accepted(&self) {
-        let sessions: Vec<SessionId> = self.accepted.lock().drain().collect();
+        let sessions: Vec<SessionId> = self
+            .ledger
+            .lock()
+            .accepted
+            .drain()
+            .map(|(s, _)| s)
+            .collect();
         if sessions.is_empty() {
             return;
         }
@@ -350,24 +521,18 @@ impl GatewayLink {
 fn receive(
     mut reader: FrameReader,
     mailboxes: &Mailboxes,
-    accepted: &Mutex<HashSet<SessionId>>,
+    ledger: &Mutex<Ledger>,
 ) -> Result<(), LinkError> {
     loop {
         match reader.read()? {
             Kind::Batch(batch) => {
+                let mut ledger = ledger.lock();
                 for call in batch.downcalls {
                     let call = Downcall::try_from(call)?;
-                    match &call {
-                        Downcall::LoginAccepted { session, .. } => {
-                            accepted.lock().insert(*session);
-                        }
-                        Downcall::Close { session, .. } => {
-                            accepted.lock().remove(session);
-                        }
-                        Downcall::Frame { .. } => {}
-                    }
+                    ledger.received(&call);
                     mailboxes.send(call);
                 }
+                drop(ledger);
                 mailboxes.flush();
             }
             Kind::Heartbeat(_) => {}

@@ -32,7 +32,7 @@ use protocol::link::wire::{LinkError as CallError, pb};
 use protocol::link::{Downcall, Upcall};
 
 /// The link protocol version this build speaks.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Largest link frame, either way (a batch is cut well below it).
 const MAX_LINK_FRAME: usize = 64 << 20;
