@@ -14,155 +14,26 @@
 
 #[path = "contract/harness.rs"]
 mod harness;
+#[path = "netns/mod.rs"]
+mod netns;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use client::Client;
 use harness::*;
+use netns::{LOGIC_IP, Net, in_namespace};
 use protocol::{Body, ErrorCode, pb};
 
 const LINK_SECRET: &str = "faults-test-link-secret";
-/// The veth pair's addresses (link-local: they exist only in the two
-/// namespaces the test makes).
-const LOGIC_IP: &str = "169.254.77.1";
-const GATEWAY_IP: &str = "169.254.77.2";
 const LINK_PORT: u16 = 7100;
 /// What the link is configured with here.
 const DEAD_AFTER_SECS: u64 = 3;
-
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
-/// A network namespace the test made; deleted when dropped.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(role: &str) -> Netns {
-        let name = format!(
-            "imf-{role}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        ns.run(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs a command in the namespace; it must succeed.
-    fn run(&self, args: &[&str]) {
-        let mut full = vec!["ip", "netns", "exec", &self.name];
-        full.extend_from_slice(args);
-        sh(&full);
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name, program]);
-        command
-    }
-
-    /// Moves the calling thread into the namespace: sockets it opens from
-    /// now on live there.
-    fn enter(&self) {
-        let file = std::fs::File::open(format!("/var/run/netns/{}", self.name))
-            .expect("the namespace's file");
-        // SAFETY: setns with a namespace file descriptor we own; it only
-        // changes this thread's network namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-    }
-}
-
-fn sh(args: &[&str]) {
-    let output = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{} cannot run ({e}): install iproute2 and iptables, run as root",
-                args[0]
-            )
-        });
-    assert!(
-        output.status.success(),
-        "{:?} failed: {}",
-        args,
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// The logic node's namespace and the gateways', joined by a veth pair.
-struct Net {
-    logic: Netns,
-    gateways: Netns,
-}
-
-impl Net {
-    fn new() -> Net {
-        let (logic, gateways) = (Netns::new("logic"), Netns::new("gw"));
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let (a, b) = (format!("imfa{n}"), format!("imfb{n}"));
-        sh(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
-        sh(&["ip", "link", "set", &a, "netns", &logic.name]);
-        sh(&["ip", "link", "set", &b, "netns", &gateways.name]);
-        logic.run(&["ip", "addr", "add", &format!("{LOGIC_IP}/30"), "dev", &a]);
-        logic.run(&["ip", "link", "set", &a, "up"]);
-        gateways.run(&["ip", "addr", "add", &format!("{GATEWAY_IP}/30"), "dev", &b]);
-        gateways.run(&["ip", "link", "set", &b, "up"]);
-        Net { logic, gateways }
-    }
-
-    /// Drops the link's packets both ways (in the logic's namespace).
-    fn cut(&self) {
-        self.drop_packets(LINK_PORT, &[]);
-    }
-
-    /// Adds a DROP rule, with `matching` on top of the port, each way.
-    fn drop_packets(&self, port: u16, matching: &[&str]) {
-        let port = port.to_string();
-        for (chain, side) in [("INPUT", "--dport"), ("OUTPUT", "--sport")] {
-            let mut rule = vec!["iptables", "-A", chain, "-p", "tcp", side, &port];
-            rule.extend_from_slice(matching);
-            rule.extend_from_slice(&["-j", "DROP"]);
-            self.logic.run(&rule);
-        }
-    }
-
-    fn heal(&self) {
-        self.logic.run(&["iptables", "-F"]);
-    }
-
-    /// Drops each of the link's packets, either way, with this probability.
-    fn lose(&self, probability: &str, port: u16) {
-        let matching = [
-            "-m",
-            "statistic",
-            "--mode",
-            "random",
-            "--probability",
-            probability,
-        ];
-        self.drop_packets(port, &matching);
-    }
-}
 
 /// The processes of one split deployment across the two namespaces.
 struct Deployment {
@@ -251,18 +122,6 @@ impl Drop for Deployment {
         self.gateways.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Runs `f` on a thread inside `ns` (its sockets live there).
-fn in_namespace<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    thread::scope(|s| {
-        s.spawn(|| {
-            ns.enter();
-            f()
-        })
-        .join()
-        .expect("the namespace thread")
-    })
 }
 
 /// A client that logs in through whichever gateway answers, and again
@@ -443,7 +302,7 @@ fn a_link_cut_both_ways_for_ten_seconds_hangs_nothing_and_loses_nothing() {
     let (acked, longest, closes, unavailable) = thread::scope(|s| {
         let cutter = s.spawn(|| {
             thread::sleep(Duration::from_secs(2));
-            net.cut();
+            net.cut(LINK_PORT);
             let cut_at = Instant::now();
             thread::sleep(Duration::from_secs(10));
             net.heal();

@@ -606,8 +606,14 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start() -> Proxy {
-        use std::net::{Shutdown, TcpListener, TcpStream};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Proxy::on(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// A proxy taking connections on `listener` (which may live in another
+    /// network namespace than the caller's: its accepted connections do,
+    /// while the proxy reaches MariaDB from the caller's).
+    pub fn on(listener: std::net::TcpListener) -> Proxy {
+        use std::net::{Shutdown, TcpStream};
         let addr = listener.local_addr().unwrap();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let open = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
