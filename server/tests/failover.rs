@@ -628,9 +628,10 @@ fn a_frozen_logic_process_is_fenced_when_it_wakes_and_writes_nothing() {
         .lines()
         .filter(|l| l.contains("fenced") || l.contains("superseded"))
         .collect();
+    let batches_refused = fenced.iter().filter(|l| l.contains("commit of")).count();
     println!(
-        "SIGSTOP: the standby took link connections {takeover:?} after the freeze; the woken process exited with {status} {:?} after SIGCONT; its log:\n  {}",
-        woke_at.map(|t| t.elapsed()),
+        "SIGSTOP: the standby took link connections {takeover:?} after the freeze; the woken process exited with {status} at most {:?} after SIGCONT ({batches_refused} batches refused by the fence before it did); its log:\n  {}",
+        woke_at.map(|t| exited - t),
         fenced.join("\n  ")
     );
     assert_eq!(
