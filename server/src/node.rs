@@ -383,6 +383,7 @@ impl LogicNode {
             heartbeat: std::time::Duration::from_secs(config.link.heartbeat_secs),
             dead_after_secs: config.link.dead_after_secs,
             queue_capacity: config.link.queue_capacity,
+            writer: storage.lease.as_ref().map(|lease| lease.fence()),
         };
         let listen = runtime::config::socket_addr("link.listen", &config.link.listen)?;
         let (up_tx, bell, inbox) = logic::Inbox::bounded(config.logic.queue_capacity);

@@ -10,7 +10,9 @@
 //!
 //! The database is the test MariaDB, reached from the logic's namespace
 //! through a relay (a listener in that namespace, connections out of the
-//! test's own). Needs root, `ip` and `iptables`, like `faults.rs`.
+//! test's own); or a three-node Galera cluster of the test's own, each
+//! logic process on a node of its own, whose writer's node is killed.
+//! Needs root, `ip` and `iptables`, like `faults.rs`.
 
 #[path = "contract/harness.rs"]
 mod harness;
@@ -34,7 +36,8 @@ use protocol::{Body, ErrorCode, pb};
 const LINK_SECRET: &str = "failover-test-link-secret";
 /// The two logic processes' link ports.
 const LINK_PORTS: [u16; 2] = [7100, 7101];
-/// Where the logic processes reach MariaDB, in their namespace.
+/// Where logic process n reaches its database, in their namespace: this
+/// port + n.
 const DB_PORT: u16 = 13306;
 /// The takeover bound at the default lease (3 s).
 const BOUND: Duration = Duration::from_secs(5);
@@ -43,9 +46,10 @@ const BOUND: Duration = Duration::from_secs(5);
 struct Cluster {
     net: Net,
     dir: PathBuf,
+    /// The gateways' configuration; logic process n has `logic-<n>.toml`.
     config: PathBuf,
     database: String,
-    _relay: Proxy,
+    _relays: Vec<Proxy>,
     logic: [Option<Process>; 2],
     /// Which logic process holds the lease now.
     active: usize,
@@ -54,39 +58,58 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// The deployment on the test MariaDB, both logic processes on it.
     fn start(name: &str) -> Cluster {
+        Cluster::start_on(name, [mariadb(), mariadb()])
+    }
+
+    /// The deployment with logic process n on the database server at
+    /// `servers[n]` (`host:port`).
+    fn start_on(name: &str, servers: [String; 2]) -> Cluster {
         let net = Net::new();
         let dir = std::env::temp_dir().join(format!("im-failover-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let database = format!("im_failover_{name}_{}", std::process::id());
-        let listener = in_namespace(&net.logic, || {
-            TcpListener::bind(("127.0.0.1", DB_PORT)).unwrap()
-        });
-        let relay = Proxy::on(listener);
-        let config = dir.join("im.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[auth]\nsecret = \"{SECRET}\"\n[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n\
-                 [gateway]\ninbound_frames_per_sec = 1000000\ninbound_burst = 1000000\n\
-                 [storage]\ndata_dir = \"{}\"\nbackend = \"mysql\"\n\
-                 mysql_urls = [\"mysql://root@127.0.0.1:{DB_PORT}/{database}?prefer_socket=false\"]\n\
-                 [logic]\nmessages_per_sec = 1000000\nmessage_burst = 1000000\n\
-                 [link]\nlogic = [\"{LOGIC_IP}:{}\", \"{LOGIC_IP}:{}\"]\n\
-                 heartbeat_secs = 1\ndead_after_secs = 3\nreconnect_max_ms = 1000\n",
-                dir.display(),
-                LINK_PORTS[0],
-                LINK_PORTS[1],
-            ),
-        )
-        .unwrap();
+        let relays = servers
+            .into_iter()
+            .enumerate()
+            .map(|(n, server)| {
+                let port = DB_PORT + n as u16;
+                let listener = in_namespace(&net.logic, || {
+                    TcpListener::bind(("127.0.0.1", port)).unwrap()
+                });
+                Proxy::on(listener, server)
+            })
+            .collect();
+        let common = format!(
+            "[auth]\nsecret = \"{SECRET}\"\n[admin]\nlisten = \"\"\n[api]\nlisten = \"\"\n[gateway.websocket]\nlisten = \"\"\n\
+             [gateway]\ninbound_frames_per_sec = 1000000\ninbound_burst = 1000000\n\
+             [logic]\nmessages_per_sec = 1000000\nmessage_burst = 1000000\n\
+             [link]\nlogic = [\"{LOGIC_IP}:{}\", \"{LOGIC_IP}:{}\"]\n\
+             heartbeat_secs = 1\ndead_after_secs = 3\nreconnect_max_ms = 1000\n",
+            LINK_PORTS[0], LINK_PORTS[1],
+        );
+        let config = dir.join("gateway.toml");
+        std::fs::write(&config, &common).unwrap();
+        for n in 0..2 {
+            std::fs::write(
+                dir.join(format!("logic-{n}.toml")),
+                format!(
+                    "{common}[storage]\ndata_dir = \"{}\"\nbackend = \"mysql\"\n\
+                     mysql_urls = [\"mysql://root@127.0.0.1:{}/{database}?prefer_socket=false\"]\n",
+                    dir.display(),
+                    DB_PORT + n as u16,
+                ),
+            )
+            .unwrap();
+        }
         let mut cluster = Cluster {
             net,
             dir,
             config,
             database,
-            _relay: relay,
+            _relays: relays,
             logic: [None, None],
             active: 0,
             _gateways: Vec::new(),
@@ -147,7 +170,7 @@ impl Cluster {
         command
             .arg("serve")
             .arg("--config")
-            .arg(&self.config)
+            .arg(self.dir.join(format!("logic-{n}.toml")))
             .args(["--link-listen", &format!("{LOGIC_IP}:{}", LINK_PORTS[n])]);
         let child = command
             .env("IM_LINK_SECRET", LINK_SECRET)
@@ -281,25 +304,46 @@ impl Device {
         peer: u64,
         counts: &Counts,
     ) -> Result<(), client::ClientError> {
-        loop {
-            let after = self.contiguous();
-            let page = client.call(pb::HistoryReq {
-                peer_uid: peer,
-                after_seq: after,
-                before_seq: 0,
-                limit: 200,
-            })?;
-            for message in page.messages {
-                if !self.shown.contains(&message.msg_id) {
-                    counts.pulled.fetch_add(1, Ordering::Relaxed);
-                }
-                self.take(message, counts);
+        for message in history_after(client, peer, self.contiguous())? {
+            if !self.shown.contains(&message.msg_id) {
+                counts.pulled.fetch_add(1, Ordering::Relaxed);
             }
-            if !page.more {
-                return Ok(());
-            }
+            self.take(message, counts);
+        }
+        Ok(())
+    }
+}
+
+/// Every message of the conversation with `peer` after seq `after`, in seq
+/// order. (`after_seq` 0 asks for the latest page, so from the start the
+/// pages are walked backwards.)
+fn history_after(
+    client: &mut Client,
+    peer: u64,
+    after: u64,
+) -> Result<Vec<pb::Message>, client::ClientError> {
+    let mut all: Vec<pb::Message> = Vec::new();
+    let (mut after_seq, mut before_seq) = (after, 0);
+    loop {
+        let page = client.call(pb::HistoryReq {
+            peer_uid: peer,
+            after_seq,
+            before_seq,
+            limit: 200,
+        })?;
+        let (first, last) = (
+            page.messages.first().map(|m| m.seq),
+            page.messages.last().map(|m| m.seq),
+        );
+        all.extend(page.messages);
+        match (after, first, last) {
+            (0, Some(first), _) if page.more => before_seq = first,
+            (_, _, Some(last)) if after > 0 && page.more => after_seq = last,
+            _ => break,
         }
     }
+    all.sort_by_key(|m| m.seq);
+    Ok(all)
 }
 
 /// Sends from `from` to `to` until `stop`, retrying each message (same
@@ -409,22 +453,7 @@ fn retrying<T>(mut call: impl FnMut() -> Result<T, client::ClientError>) -> T {
 
 /// The whole history of a conversation, as stored.
 fn stored(client: &mut Client, peer: u64) -> Vec<pb::Message> {
-    let mut all: Vec<pb::Message> = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |m| m.seq);
-        let page = retrying(|| {
-            client.call(pb::HistoryReq {
-                peer_uid: peer,
-                after_seq: after,
-                before_seq: 0,
-                limit: 200,
-            })
-        });
-        all.extend(page.messages);
-        if !page.more {
-            return all;
-        }
-    }
+    retrying(|| history_after(client, peer, 0))
 }
 
 /// Runs `pairs` conversations and `idle` idle sessions over the cluster's
@@ -717,11 +746,79 @@ fn the_database_relay_reaches_mariadb_from_the_logic_namespace() {
     let listener = in_namespace(&net.logic, || {
         TcpListener::bind(("127.0.0.1", DB_PORT)).unwrap()
     });
-    let _relay = Proxy::on(listener);
+    let _relay = Proxy::on(listener, mariadb());
     let version: String = in_namespace(&net.logic, || {
         let url = format!("mysql://root@127.0.0.1:{DB_PORT}/mysql?prefer_socket=false");
         let mut conn = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap();
         conn.query_first("SELECT VERSION()").unwrap().unwrap()
     });
     assert!(!version.is_empty());
+}
+
+#[test]
+fn on_galera_the_writer_losing_its_node_is_replaced_then_fenced_and_nothing_is_lost() {
+    let mut galera = testkit::Galera::start("failover");
+    let servers = [0, 1].map(|n| testkit::host_port(&galera.url(n)).to_owned());
+    let mut cluster = Cluster::start_on("galera", servers);
+    let mut takeover = Duration::ZERO;
+    let counts = run_with_fault(
+        &mut cluster,
+        10,
+        50,
+        Duration::from_secs(3),
+        |cluster| {
+            // The writer's Galera node dies; the standby, on another
+            // node, takes the lease (a replicated row) once it runs out.
+            let killed = Instant::now();
+            galera.kill(0);
+            takeover = cluster.wait_linkable(1, Duration::from_secs(20)) - killed;
+            cluster.active = 1;
+        },
+        Duration::from_secs(4),
+    );
+    // Node 0 rejoins; the old writer reaches the database again and meets
+    // the new epoch: fenced, it exits.
+    galera.up(0);
+    let status = {
+        let process = cluster.logic[0].as_mut().expect("the old writer");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = process.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the old writer did not exit once its node was back"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // The third node, which no logic process used, holds every message.
+    let on_third: u64 = {
+        let url = format!("{}/{}", galera.url(2), cluster.database);
+        let mut conn = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap();
+        conn.query_first("SELECT COUNT(*) FROM messages")
+            .unwrap()
+            .unwrap()
+    };
+    let old_log = cluster.logic_log(0);
+    let lines = |needle: &str| {
+        old_log
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(|l| format!("\n  {l}"))
+            .collect::<String>()
+    };
+    println!(
+        "Galera: the writer's node killed; the standby on another node active {takeover:?} later; {} messages on the third node; the old writer exited with {status} once its node rejoined:{}{}",
+        on_third,
+        lines("lease not renewed"),
+        lines("writer lease lost"),
+    );
+    assert_eq!(on_third, counts.acked.load(Ordering::Relaxed));
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "fenced on Galera: the old writer exits with EXIT_FENCED"
+    );
 }

@@ -78,10 +78,16 @@ pub fn find_program(names: &[&str]) -> Option<PathBuf> {
     None
 }
 
+/// The first of `names` on the PATH; else a panic saying what to install
+/// (or, when `env` names one, which variable points at a running server).
 fn require(names: &[&str], package: &str, env: &str) -> PathBuf {
     find_program(names).unwrap_or_else(|| {
+        let or = match env {
+            "" => String::new(),
+            env => format!(" or set {env} to a running server"),
+        };
         panic!(
-            "{} not found: install it (Debian: apt-get install {package}) or set {env} to a running server",
+            "{} not found: install it (Debian: apt-get install {package}){or}",
             names[0]
         )
     })
@@ -201,6 +207,185 @@ impl KillableMariaDb {
 impl Drop for KillableMariaDb {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A three-node MariaDB Galera cluster of one test's own (Debian's
+/// `galera-4`), on free loopback ports with small buffer pools: node 0
+/// bootstraps it, nodes 1 and 2 join by rsync state transfer. Nodes can be
+/// killed (`kill -9`) and started again (they rejoin, by incremental state
+/// transfer). Needs root: the servers run as the `mysql` user, which
+/// rsync's state transfer requires of the data dirs. Stopped and removed
+/// when dropped.
+pub struct Galera {
+    dir: PathBuf,
+    nodes: Vec<GaleraNode>,
+}
+
+struct GaleraNode {
+    dir: PathBuf,
+    port: u16,
+    command: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Galera {
+    pub fn start(name: &str) -> Galera {
+        assert!(is_root(), "a Galera cluster test runs as root");
+        let server = require(&["mariadbd", "mysqld"], "mariadb-server", "");
+        let provider = [
+            "/usr/lib/galera/libgalera_smm.so",
+            "/usr/lib/libgalera_smm.so",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("the Galera provider: apt-get install galera-4");
+        require(&["rsync"], "rsync", "");
+        let dir = private_dir(&format!("galera-{name}"));
+        let ports: Vec<[u16; 4]> = (0..3)
+            .map(|_| [free_port(), free_port(), free_port(), free_port()])
+            .collect();
+        let members = ports
+            .iter()
+            .map(|[_, gcomm, _, _]| format!("127.0.0.1:{gcomm}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes: Vec<GaleraNode> = ports
+            .iter()
+            .enumerate()
+            .map(|(n, [port, gcomm, sst, ist])| {
+                let node_dir = dir.join(format!("n{n}"));
+                std::fs::create_dir_all(node_dir.join("data")).expect("a node dir");
+                let command = vec![
+                    server.display().to_string(),
+                    "--no-defaults".into(),
+                    "--user=mysql".into(),
+                    format!("--datadir={}", node_dir.join("data").display()),
+                    format!("--socket={}", node_dir.join("sock").display()),
+                    format!("--pid-file={}", node_dir.join("pid").display()),
+                    format!("--log-error={}", node_dir.join("error.log").display()),
+                    format!("--port={port}"),
+                    "--bind-address=127.0.0.1".into(),
+                    "--innodb-buffer-pool-size=32M".into(),
+                    "--max-connections=500".into(),
+                    "--binlog-format=ROW".into(),
+                    "--default-storage-engine=InnoDB".into(),
+                    "--innodb-autoinc-lock-mode=2".into(),
+                    "--wsrep-on=ON".into(),
+                    format!("--wsrep-provider={provider}"),
+                    "--wsrep-cluster-name=im-test".into(),
+                    format!("--wsrep-cluster-address=gcomm://{members}"),
+                    format!("--wsrep-node-address=127.0.0.1:{gcomm}"),
+                    format!("--wsrep-node-name=n{n}"),
+                    // Small timeouts: a killed node leaves the group in
+                    // about two seconds, not the default's five to fifteen.
+                    format!(
+                        "--wsrep-provider-options=gmcast.listen_addr=tcp://127.0.0.1:{gcomm};ist.recv_addr=127.0.0.1:{ist};gcache.size=64M;evs.keepalive_period=PT0.5S;evs.suspect_timeout=PT2S;evs.inactive_timeout=PT3S;evs.install_timeout=PT3S"
+                    ),
+                    "--wsrep-sst-method=rsync".into(),
+                    format!("--wsrep-sst-receive-address=127.0.0.1:{sst}"),
+                ];
+                GaleraNode {
+                    dir: node_dir,
+                    port: *port,
+                    command,
+                    child: None,
+                }
+            })
+            .collect();
+        let install = require(
+            &["mariadb-install-db", "mysql_install_db"],
+            "mariadb-server",
+            "",
+        );
+        let output = Command::new(install)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", nodes[0].dir.join("data").display()))
+            .arg("--auth-root-authentication-method=normal")
+            .arg("--skip-test-db")
+            .arg("--user=mysql")
+            .output()
+            .expect("run mariadb-install-db");
+        assert!(
+            output.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let chown = Command::new("chown")
+            .args(["-R", "mysql:mysql"])
+            .arg(&dir)
+            .status()
+            .expect("chown");
+        assert!(chown.success(), "chown the Galera data dirs to mysql");
+        let mut galera = Galera { dir, nodes };
+        galera.launch(0, &["--wsrep-new-cluster"]);
+        galera.up(1);
+        galera.up(2);
+        galera
+    }
+
+    /// `mysql://root@127.0.0.1:<port>` of node `n`.
+    pub fn url(&self, n: usize) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.nodes[n].port)
+    }
+
+    /// Starts node `n` (again) and waits until it is synced with the group.
+    pub fn up(&mut self, n: usize) {
+        self.launch(n, &[]);
+    }
+
+    fn launch(&mut self, n: usize, extra: &[&str]) {
+        let node = &mut self.nodes[n];
+        let log = node.dir.join("error.log");
+        let synced = |log: &Path| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("Synchronized with group")
+                .count()
+        };
+        let before = synced(&log);
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("stdout.log"))
+            .expect("a log file");
+        let child = Command::new(&node.command[0])
+            .args(&node.command[1..])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("a log file"))
+            .stderr(out)
+            .spawn()
+            .expect("start mariadbd");
+        node.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while synced(&log) <= before {
+            if Instant::now() > deadline {
+                panic!(
+                    "Galera node {n} did not sync within {START_TIMEOUT:?}; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        wait_for(node.port, &log, "a Galera node");
+    }
+
+    /// SIGKILL node `n`, and waits for the process to be gone.
+    pub fn kill(&mut self, n: usize) {
+        if let Some(mut child) = self.nodes[n].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Galera {
+    fn drop(&mut self) {
+        for n in 0..self.nodes.len() {
+            self.kill(n);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

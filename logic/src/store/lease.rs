@@ -70,6 +70,10 @@ pub struct Fence {
     epochs: Vec<AtomicU64>,
     /// A write or a renewal found a newer epoch.
     lost: AtomicBool,
+    /// No renewal succeeded for a whole lease: a standby may be taking
+    /// over, so the gateways should look for it (the link server drops
+    /// them while this holds).
+    lapsed: AtomicBool,
 }
 
 impl Fence {
@@ -85,6 +89,7 @@ impl Fence {
             ),
             epochs: (0..databases).map(|_| AtomicU64::new(0)).collect(),
             lost: AtomicBool::new(false),
+            lapsed: AtomicBool::new(false),
         })
     }
 
@@ -98,6 +103,12 @@ impl Fence {
     /// Whether a newer writer has been seen.
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
+    }
+
+    /// Whether the lease went a whole lease without a renewal (and has not
+    /// been renewed since).
+    pub fn lapsed(&self) -> bool {
+        self.lapsed.load(Ordering::Acquire)
     }
 
     /// The first statement of a write transaction on database `shard`:
@@ -151,6 +162,11 @@ impl WriterLease {
     /// The name this process holds the lease under.
     pub fn holder(&self) -> &str {
         &self.fence.holder
+    }
+
+    /// The epochs and the lease's state, for whoever must act on a lapse.
+    pub fn fence(&self) -> Arc<Fence> {
+        self.fence.clone()
     }
 
     pub fn lease(&self) -> Duration {
@@ -306,7 +322,10 @@ impl WriterLease {
     /// are durable; what was in flight is answered UNAVAILABLE by the
     /// gateways. A renewal that merely fails (the database unreachable) is
     /// retried: writes fail meanwhile anyway, and once the database answers
-    /// either the renewal succeeds (nobody took over) or it is fenced.
+    /// either the renewal succeeds (nobody took over) or it is fenced. After
+    /// a whole lease without one the fence says `lapsed`, and the link
+    /// server lets its gateways go (to a standby that can reach the
+    /// database) until a renewal succeeds.
     pub fn keep(self, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
         thread::Builder::new()
             .name("im-lease".into())
@@ -324,7 +343,10 @@ impl WriterLease {
                         match self.renew() {
                             Ok(()) => {
                                 if lapsed {
-                                    log::info!("writer lease renewed again: nobody took over");
+                                    log::info!(
+                                        "writer lease renewed again: nobody took over; taking gateways again"
+                                    );
+                                    self.fence.lapsed.store(false, Ordering::Release);
                                 }
                                 (renewed, lapsed) = (tried, false);
                             }
@@ -333,8 +355,9 @@ impl WriterLease {
                         }
                         if !lapsed && renewed.elapsed() >= self.lease() {
                             lapsed = true;
+                            self.fence.lapsed.store(true, Ordering::Release);
                             log::error!(
-                                "writer lease not renewed for a whole lease: a standby may take over (this process's writes are then fenced)"
+                                "writer lease not renewed for a whole lease: letting the gateways go, a standby may take over (this process's writes are then fenced)"
                             );
                         }
                         next = Instant::now() + every;

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use logic::presence::{GatewayAddr, GatewayAddrs};
+use logic::store::lease::Fence;
 use parking_lot::{Mutex, RwLock};
 use protocol::link::wire::pb::link_frame::Kind;
 use protocol::link::{Downcall, Downlink, Upcall};
@@ -41,6 +42,16 @@ pub struct Settings {
     pub heartbeat: Duration,
     pub dead_after_secs: u64,
     pub queue_capacity: usize,
+    /// On MySQL, the writer lease: while it has lapsed (no renewal for a
+    /// whole lease: a standby may be taking over), gateways are let go and
+    /// refused, so that they find the node that can write.
+    pub writer: Option<Arc<Fence>>,
+}
+
+impl Settings {
+    fn lapsed(&self) -> bool {
+        self.writer.as_ref().is_some_and(|fence| fence.lapsed())
+    }
 }
 
 /// One linked gateway's queue of downcalls.
@@ -204,6 +215,10 @@ fn accept(listener: TcpListener, shared: Shared, threads: &Mutex<Vec<JoinHandle<
             return;
         }
         let Ok(stream) = stream else { continue };
+        if shared.settings.lapsed() {
+            log::warn!("link: refused a gateway: this node's writer lease has lapsed");
+            continue;
+        }
         let connection = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         let spawned = thread::Builder::new()
@@ -271,10 +286,10 @@ fn link(stream: TcpStream, connection: u64, shared: &Shared) -> Result<(), LinkE
     let sending = {
         let dead = dead.clone();
         let outbox = outbox.clone();
-        let heartbeat = shared.settings.heartbeat;
+        let settings = shared.settings.clone();
         thread::Builder::new()
             .name(format!("im-link-tx-{gateway:08x}"))
-            .spawn(move || send(writer, &downcalls, &doorbell, &outbox, &dead, heartbeat))?
+            .spawn(move || send(writer, &downcalls, &doorbell, &outbox, &dead, &settings))?
     };
     let received = receive(&mut reader, gateway, shared);
     dead.store(true, Ordering::Release);
@@ -363,12 +378,19 @@ fn send(
     doorbell: &Doorbell,
     outbox: &Outbox,
     dead: &AtomicBool,
-    heartbeat: Duration,
+    settings: &Settings,
 ) -> Result<(), LinkError> {
+    let heartbeat = settings.heartbeat;
     let mut last_write = Instant::now();
     loop {
         if dead.load(Ordering::Acquire) {
             return Ok(());
+        }
+        if settings.lapsed() {
+            let _ = writer.stream().shutdown(Shutdown::Both);
+            return Err(LinkError::Protocol(
+                "this node's writer lease lapsed: letting the gateway go to a standby".into(),
+            ));
         }
         if outbox.overloaded.load(Ordering::Acquire) {
             let _ = writer.stream().shutdown(Shutdown::Both);

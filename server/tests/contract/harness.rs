@@ -606,13 +606,17 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start() -> Proxy {
-        Proxy::on(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        Proxy::on(
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            mariadb(),
+        )
     }
 
-    /// A proxy taking connections on `listener` (which may live in another
-    /// network namespace than the caller's: its accepted connections do,
-    /// while the proxy reaches MariaDB from the caller's).
-    pub fn on(listener: std::net::TcpListener) -> Proxy {
+    /// A proxy taking connections on `listener` to `target` (`host:port`).
+    /// The listener may live in another network namespace than the
+    /// caller's: its accepted connections do, while the proxy reaches the
+    /// target from the caller's.
+    pub fn on(listener: std::net::TcpListener, target: String) -> Proxy {
         use std::net::{Shutdown, TcpStream};
         let addr = listener.local_addr().unwrap();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -625,7 +629,8 @@ impl Proxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(mariadb()) else {
+                let Ok(server) = TcpStream::connect(&target) else {
+                    let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
                 open2
