@@ -20,6 +20,10 @@ if [ -z "${IM_TEST_REDIS_URL:-}" ] && ! have redis-server; then missing+=(redis-
 # the web client's browser test (clients/web/e2e).
 have promtool || missing+=(prometheus)
 have chromium || missing+=(chromium)
+# A private three-node Galera cluster (server/tests/failover.rs), whose
+# joiners receive state by rsync.
+[ -e /usr/lib/galera/libgalera_smm.so ] || missing+=(galera-4)
+have rsync || missing+=(rsync)
 # The queue tests start private JetStream brokers (server/tests/queue.rs).
 have nats-server || missing+=(nats-server)
 if [ ${#missing[@]} -gt 0 ]; then

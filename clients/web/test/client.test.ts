@@ -134,6 +134,26 @@ describe("pushes", () => {
     expect(seqs(bob, 1)).toEqual([1, 2, 3, 4]);
     bob.stop();
   });
+
+  it("syncs when told to, fetching what no push brought", async () => {
+    const server = new FakeServer();
+    const bob = client(server, 2);
+    server.store(1, 2, "m1", "one");
+    bob.start();
+    await until("synced", () => seqs(bob, 1).length === 1);
+    // Stored while the logic tier behind bob's gateway was replaced: its
+    // pushes were lost, and the connection stayed up.
+    const session = server.sessionOf(2)!;
+    server.sessions = server.sessions.filter((s) => s !== session);
+    server.store(1, 2, "m2", "two");
+    server.store(1, 2, "m3", "three");
+    server.sessions.push(session);
+    expect(seqs(bob, 1)).toEqual([1]);
+    server.hint(session);
+    await until("synced after the hint", () => seqs(bob, 1).length === 3);
+    expect(seqs(bob, 1)).toEqual([1, 2, 3]);
+    bob.stop();
+  });
 });
 
 describe("sync", () => {

@@ -114,6 +114,11 @@ export class FakeServer {
     this.reply(session, 0n, { case: "push", value: { message } } as Body);
   }
 
+  /** Tells `session` to sync, as a logic node that took over does. */
+  hint(session: Session) {
+    this.reply(session, 0n, { case: "syncHint", value: {} } as Body);
+  }
+
   /** The online session of `uid`, for pushing by hand. */
   sessionOf(uid: number): Session | undefined {
     return this.sessions.find((s) => s.open && s.uid === uid);

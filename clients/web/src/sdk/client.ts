@@ -284,6 +284,14 @@ export class ImClient {
         this.readNotice(Number(notice.readerUid), Number(notice.peerUid), Number(notice.seq));
         break;
       }
+      case "syncHint":
+        // The logic tier behind the gateway was replaced with this
+        // connection up: pushes in flight were lost, and sends refused
+        // UNAVAILABLE wait in the outbox. Do what a reconnect does.
+        void this.sync()
+          .then(() => this.flushOutbox())
+          .catch(() => this.transport?.close());
+        break;
       case "kick":
         this.setState("kicked", frame.body.value.reason);
         this.transport?.close();
