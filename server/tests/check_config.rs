@@ -128,6 +128,10 @@ fn storage_section() {
             "[storage]\nbackend = \"mysql\"\nmysql_urls = [\"mysql://h/bad-name\"]\n",
             "database name",
         ),
+        (
+            "[storage]\nbackend = \"mysql\"\nmysql_urls = [\"mysql://h/im\"]\nwriter_lease_ms = 100\n",
+            "storage.writer_lease_ms",
+        ),
     ]);
 }
 
