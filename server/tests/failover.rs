@@ -208,6 +208,22 @@ impl Cluster {
         });
     }
 
+    /// Waits for logic process `n` to exit by itself; its status and when.
+    fn wait_exit(&mut self, n: usize, within: Duration) -> (std::process::ExitStatus, Instant) {
+        let process = self.logic[n].as_mut().expect("started");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = process.0.try_wait().unwrap() {
+                return (status, Instant::now());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "logic process {n} did not exit within {within:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn signal(&self, n: usize, signal: &str) {
         let pid = self.logic[n].as_ref().expect("running").0.id().to_string();
         netns::sh(&["kill", signal, &pid]);
@@ -641,17 +657,7 @@ fn a_frozen_logic_process_is_fenced_when_it_wakes_and_writes_nothing() {
         Duration::from_secs(3),
     );
     let old = 1 - cluster.active;
-    let (status, exited) = {
-        let process = cluster.logic[old].as_mut().expect("the frozen process");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = process.0.try_wait().unwrap() {
-                break (status, Instant::now());
-            }
-            assert!(Instant::now() < deadline, "the fenced process did not exit");
-            thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let (status, exited) = cluster.wait_exit(old, Duration::from_secs(10));
     let log = cluster.logic_log(old);
     let fenced: Vec<&str> = log
         .lines()
@@ -779,20 +785,7 @@ fn on_galera_the_writer_losing_its_node_is_replaced_then_fenced_and_nothing_is_l
     // Node 0 rejoins; the old writer reaches the database again and meets
     // the new epoch: fenced, it exits.
     galera.up(0);
-    let status = {
-        let process = cluster.logic[0].as_mut().expect("the old writer");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = process.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the old writer did not exit once its node was back"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let (status, _) = cluster.wait_exit(0, Duration::from_secs(30));
     // The third node, which no logic process used, holds every message.
     let on_third: u64 = {
         let url = format!("{}/{}", galera.url(2), cluster.database);

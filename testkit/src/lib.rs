@@ -115,18 +115,8 @@ fn mariadb_command(dir: &Path, port: u16) -> Vec<String> {
         "IM_TEST_MYSQL_URL",
     );
     let data = dir.join("data");
-    let mut init = Command::new(&install);
-    init.arg("--no-defaults")
-        .arg(format!("--datadir={}", data.display()))
-        .arg("--auth-root-authentication-method=normal")
-        .arg("--skip-test-db");
-    as_invoking_user(&mut init);
-    let output = init.output().expect("run mariadb-install-db");
-    assert!(
-        output.status.success(),
-        "mariadb-install-db failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    // As root it must be told to make the files for root.
+    install_db(&install, &data, is_root().then_some("root"));
     let mut run = vec![
         server.display().to_string(),
         "--no-defaults".into(),
@@ -299,19 +289,7 @@ impl Galera {
             "mariadb-server",
             "",
         );
-        let output = Command::new(install)
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", nodes[0].dir.join("data").display()))
-            .arg("--auth-root-authentication-method=normal")
-            .arg("--skip-test-db")
-            .arg("--user=mysql")
-            .output()
-            .expect("run mariadb-install-db");
-        assert!(
-            output.status.success(),
-            "mariadb-install-db failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        install_db(&install, &nodes[0].dir.join("data"), Some("mysql"));
         let chown = Command::new("chown")
             .args(["-R", "mysql:mysql"])
             .arg(&dir)
@@ -463,16 +441,28 @@ fn wait_for(port: u16, log: &Path, what: &str) {
     }
 }
 
+/// Makes a fresh MariaDB data dir at `data`, its files owned by `user`
+/// (the invoking user's when `None`).
+fn install_db(install: &Path, data: &Path, user: Option<&str>) {
+    let mut init = Command::new(install);
+    init.arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg("--auth-root-authentication-method=normal")
+        .arg("--skip-test-db");
+    if let Some(user) = user {
+        init.arg(format!("--user={user}"));
+    }
+    let output = init.output().expect("run mariadb-install-db");
+    assert!(
+        output.status.success(),
+        "mariadb-install-db failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// mariadb-install-db as root must be told to make files for root.
-fn as_invoking_user(command: &mut Command) {
-    if is_root() {
-        command.arg("--user=root");
-    }
 }
 
 #[cfg(test)]

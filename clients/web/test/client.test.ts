@@ -101,6 +101,16 @@ describe("outbox", () => {
   });
 });
 
+/** Stores messages from uid 1 to `uid` whose pushes never reach its
+ * session (still connected); returns that session. */
+function storeUnpushed(server: FakeServer, uid: number, ids: string[]) {
+  const session = server.sessionOf(uid)!;
+  server.sessions = server.sessions.filter((s) => s !== session);
+  for (const id of ids) server.store(1, uid, id, id);
+  server.sessions.push(session);
+  return session;
+}
+
 describe("pushes", () => {
   it("acks every push, holds a resent one once", async () => {
     const server = new FakeServer();
@@ -124,11 +134,7 @@ describe("pushes", () => {
     bob.start();
     await until("synced", () => seqs(bob, 1).length === 1);
     // Two stored without a push reaching bob, then one pushed.
-    const session = server.sessionOf(2)!;
-    server.sessions = server.sessions.filter((s) => s !== session);
-    server.store(1, 2, "m2", "two");
-    server.store(1, 2, "m3", "three");
-    server.sessions.push(session);
+    storeUnpushed(server, 2, ["m2", "m3"]);
     server.store(1, 2, "m4", "four");
     await until("filled", () => seqs(bob, 1).length === 4);
     expect(seqs(bob, 1)).toEqual([1, 2, 3, 4]);
@@ -143,11 +149,7 @@ describe("pushes", () => {
     await until("synced", () => seqs(bob, 1).length === 1);
     // Stored while the logic tier behind bob's gateway was replaced: its
     // pushes were lost, and the connection stayed up.
-    const session = server.sessionOf(2)!;
-    server.sessions = server.sessions.filter((s) => s !== session);
-    server.store(1, 2, "m2", "two");
-    server.store(1, 2, "m3", "three");
-    server.sessions.push(session);
+    const session = storeUnpushed(server, 2, ["m2", "m3"]);
     expect(seqs(bob, 1)).toEqual([1]);
     server.hint(session);
     await until("synced after the hint", () => seqs(bob, 1).length === 3);
