@@ -3,6 +3,7 @@
 //! None of it knows about messages or connections; each piece is here
 //! because more than one tier (and the load tester) needs the same one:
 //!
+//! - [`backoff`]: exponential backoff with jitter, for whatever retries.
 //! - [`clock`]: the wall clock in the units the protocol speaks.
 //! - [`timer`]: the hashed timer wheel the event loops keep their deadlines in.
 //! - [`rate`]: the token bucket behind every rate limit.
@@ -11,6 +12,7 @@
 //! - [`fd_limit`]: the open-file limit, raised to the hard limit at start.
 //! - [`config`]: the error every configuration section's check returns.
 
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod doorbell;

@@ -41,6 +41,7 @@ use protocol::body::{error_frame, kick_frame};
 use protocol::link::wire::pb::link_frame::Kind;
 use protocol::link::{Downcall, Downlink, Registration, SessionId, Upcall};
 use protocol::{ErrorCode, FrameCodec, token};
+use runtime::backoff::{Backoff, Rng};
 use runtime::doorbell::{Bell, Doorbell};
 
 use super::handshake::{self, GatewayInfo};
@@ -243,8 +244,13 @@ struct GatewayLink {
 
 impl GatewayLink {
     fn run(&mut self) {
-        let first = Duration::from_millis(100);
-        let mut backoff = first;
+        let backoff = Backoff {
+            first: Duration::from_millis(100),
+            max: self.settings.reconnect_max,
+        };
+        let mut rng = Rng::default();
+        // Rounds through every address since the last link: the backoff's attempt.
+        let mut round = 1;
         let mut next = 0;
         // When the last link was lost, while its sessions are kept.
         let mut lost_at: Option<Instant> = None;
@@ -255,7 +261,7 @@ impl GatewayLink {
             match self.connect(addr) {
                 Ok((reader, mut writer)) => {
                     log::info!("link to the logic tier at {addr} is up");
-                    backoff = first;
+                    round = 1;
                     lost_at = None;
                     self.up.store(true, Ordering::Release);
                     let ended = self
@@ -281,7 +287,7 @@ impl GatewayLink {
                 Err(e) => log::warn!("cannot link to the logic tier at {addr}: {e}"),
             }
             // Wait before the next try, answering what queues meanwhile.
-            let until = Instant::now() + jittered(backoff);
+            let until = Instant::now() + backoff.wait_from_half(round, &mut rng);
             while !self.stopping() && Instant::now() < until {
                 self.refuse_queued();
                 if lost_at.is_some_and(|at| at.elapsed() >= self.settings.keep_sessions) {
@@ -292,7 +298,7 @@ impl GatewayLink {
                     .wait(until.saturating_duration_since(Instant::now()));
             }
             if next % addrs == 0 {
-                backoff = (backoff * 2).min(self.settings.reconnect_max);
+                round += 1;
             }
         }
         self.refuse_queued();
@@ -543,11 +549,4 @@ fn receive(
             }
         }
     }
-}
-
-/// Between half and all of `wait`: gateways that lost one logic node do not
-/// all come back at the same instant.
-fn jittered(wait: Duration) -> Duration {
-    let [byte] = super::random::<1>().unwrap_or([255]);
-    wait / 2 + wait / 2 * u32::from(byte) / 255
 }
