@@ -169,6 +169,9 @@ fn with_sqlite_full_writes_are_refused_at_once_reads_answer_and_both_recover() {
     expect_push(&mut bob);
     // A read waits for SQLite to hold it.
     assert_eq!(whole_history(&mut bob, 1).len(), 1);
+    // Bob goes offline while the disk fills: a device that reads none of
+    // the thousands of pushes meanwhile would be closed as a slow consumer.
+    drop(bob);
     let filler = fill(&disk.0);
 
     // Small messages: the journal's preallocated segment has room, SQLite
@@ -188,6 +191,7 @@ fn with_sqlite_full_writes_are_refused_at_once_reads_answer_and_both_recover() {
     );
 
     // Reads answer at once from what SQLite holds.
+    let mut bob = node.login(2, "tablet");
     let started = Instant::now();
     let readable = whole_history(&mut bob, 1);
     assert!(

@@ -79,6 +79,9 @@ pub fn spawn(
         .spawn(move || {
             shared.applier_started();
             let mut batch = Vec::with_capacity(MAX_RECORDS);
+            // Whether the last try to prepare a spare segment failed: said
+            // once, not after every batch while the disk stays full.
+            let mut spare_failing = false;
             while let Ok(first) = records.recv() {
                 batch.push(first);
                 gather(&mut batch, &records, &nudges);
@@ -99,8 +102,17 @@ pub fn spawn(
                 shared.set_disk_full(None);
                 shared.mark_applied(&batch);
                 batch.clear();
-                if let Err(e) = file::prepare_spare(&dir) {
-                    log::warn!("cannot prepare the next journal segment: {e}");
+                match file::prepare_spare(&dir) {
+                    Err(e) if !spare_failing => {
+                        spare_failing = true;
+                        log::warn!("cannot prepare the next journal segment: {e}; retrying after each batch");
+                    }
+                    Err(_) => {}
+                    Ok(_) if spare_failing => {
+                        spare_failing = false;
+                        log::info!("the next journal segment is prepared again");
+                    }
+                    Ok(_) => {}
                 }
             }
         })

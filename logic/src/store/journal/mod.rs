@@ -99,6 +99,9 @@ pub struct Shared {
     /// Set while the applier's commits fail for a full (or read-only) disk:
     /// SQLite cannot catch up until space is freed.
     disk_full: Mutex<Option<String>>,
+    /// Whether `disk_full` is set: what every batch and read checks,
+    /// without taking the lock.
+    is_disk_full: AtomicBool,
 }
 
 impl Shared {
@@ -113,6 +116,7 @@ impl Shared {
             caught_up: Condvar::new(),
             stopping: AtomicBool::new(false),
             disk_full: Mutex::new(None),
+            is_disk_full: AtomicBool::new(false),
         }
     }
 
@@ -153,6 +157,9 @@ impl Shared {
     /// refused (they would pile up where nobody can read them) and reads
     /// stop waiting for the applier (they answer from what SQLite holds).
     fn disk_full(&self) -> Option<String> {
+        if !self.is_disk_full.load(Ordering::Acquire) {
+            return None;
+        }
         self.disk_full.lock().clone()
     }
 
@@ -166,6 +173,7 @@ impl Shared {
             (Some(_), None) => log::warn!("disk space back: SQLite is catching up, writes resume"),
             _ => {}
         }
+        self.is_disk_full.store(why.is_some(), Ordering::Release);
         *state = why;
     }
 
