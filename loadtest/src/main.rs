@@ -86,7 +86,9 @@ struct PairsArgs {
     /// Content bytes per message.
     #[arg(long)]
     size: Option<usize>,
-    /// Seconds to send for (default 10 unless --messages is given).
+    /// Seconds to send for (default 10 unless --messages is given). At a
+    /// fixed --rate every message scheduled in that time is sent, late if
+    /// the machine falls behind (giving up --drain seconds past the end).
     #[arg(long)]
     duration: Option<f64>,
     /// Messages to send in all.

@@ -159,12 +159,17 @@ pub fn run(config: &PairsConfig) -> anyhow::Result<PairsReport> {
             targets.extend((1..config.devices).map(|d| device_of(from, d)));
             let key = keys[device_of(from, 0)];
             roles.get_mut(&key).expect("every key has a role").sender = Some(senders.len());
+            let schedule = Schedule::new(per_sender_rate, &mut rng);
+            let scheduled = config
+                .duration
+                .and_then(|d| schedule.due_before(d))
+                .unwrap_or(u64::MAX);
             senders.push(Sender {
                 key,
                 to_uid: config.uid_base + to as u64 + 1,
-                schedule: Schedule::new(per_sender_rate, &mut rng),
+                schedule,
                 sent: 0,
-                limit,
+                limit: limit.min(scheduled),
                 in_flight: HashMap::new(),
                 targets,
                 blocked: false,
@@ -203,7 +208,17 @@ pub fn run(config: &PairsConfig) -> anyhow::Result<PairsReport> {
         state.fill_window(&mut fleet, i);
     }
 
-    let stop_sending = config.duration.map(|d| state.start + d);
+    // A fixed-rate run sends what its schedule holds (its senders' limits),
+    // late if need be, giving up only a drain period past the end; a
+    // window run sends for the duration.
+    let stop_sending = config.duration.map(|d| {
+        let grace = if config.rate > 0.0 {
+            config.drain
+        } else {
+            Duration::ZERO
+        };
+        state.start + d + grace
+    });
     let progress = Progress::new();
     let mut drain_deadline: Option<Instant> = None;
     let mut next_drain_check = Instant::now();

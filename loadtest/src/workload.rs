@@ -58,6 +58,22 @@ impl Schedule {
             Schedule::Fixed { interval, phase } => Some(*phase + interval.mul_f64(n as f64)),
         }
     }
+
+    /// How many messages are due before `end` (`None` in window mode): a
+    /// fixed-rate run sends all of them, however late, so a slow machine
+    /// shows as lateness rather than as fewer messages.
+    pub fn due_before(&self, end: Duration) -> Option<u64> {
+        match self {
+            Schedule::Window => None,
+            Schedule::Fixed { interval, phase } => Some(if end <= *phase {
+                0
+            } else {
+                ((end - *phase)
+                    .as_nanos()
+                    .div_ceil(interval.as_nanos().max(1))) as u64
+            }),
+        }
+    }
 }
 
 /// The payload of a load-test message: when it was meant to leave and which
@@ -105,6 +121,21 @@ mod tests {
         assert!(first < Duration::from_millis(10));
         assert_eq!(schedule.due(100).unwrap() - first, Duration::from_secs(1));
         assert!(Schedule::new(0.0, &mut Rng::new(1)).due(5).is_none());
+    }
+
+    #[test]
+    fn due_before_counts_exactly_the_messages_scheduled_in_time() {
+        for seed in 0..20 {
+            let schedule = Schedule::new(100.0, &mut Rng::new(seed));
+            let end = Duration::from_secs(2);
+            let n = schedule.due_before(end).unwrap();
+            assert_eq!(n, 200);
+            assert!(schedule.due(n - 1).unwrap() < end);
+            assert!(schedule.due(n).unwrap() >= end);
+        }
+        let schedule = Schedule::new(1.0, &mut Rng::new(3));
+        assert_eq!(schedule.due_before(Duration::ZERO), Some(0));
+        assert_eq!(Schedule::Window.due_before(Duration::from_secs(1)), None);
     }
 
     #[test]

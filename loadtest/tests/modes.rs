@@ -76,8 +76,9 @@ fn pairs_at_a_fixed_rate_keeps_the_rate() {
     let log = dir.join("latency.log");
     config.latency_log = Some(log.clone());
     let report = pairs::run(&config).unwrap();
-    // 500/s for 2 s, give or take the schedule's phase offsets.
-    assert!((950..=1_000).contains(&report.sent), "sent {}", report.sent);
+    // 500/s for 2 s: everything scheduled is sent, late if the machine is
+    // slow (the lateness shows in `late`, not as fewer messages).
+    assert_eq!(report.sent, 1_000);
     assert_eq!(report.acked, report.sent);
     assert!(report.verdict.clean());
     // Every send was timed against its schedule.
