@@ -255,13 +255,24 @@ impl Drop for Cluster {
     }
 }
 
+/// A logged-in client; a login refused UNAVAILABLE (the gateway's link to
+/// the writer down for a moment) is tried again, as a client would.
 fn login(addr: SocketAddr, uid: u64, device: &str) -> Client {
-    let mut client = Client::connect(addr).expect("connect to a gateway");
-    client.set_timeout(Duration::from_secs(20));
-    client
-        .login(uid, &valid_token(uid), device, pb::Platform::Mobile)
-        .expect("login");
-    client
+    retrying(|| {
+        let mut client = Client::connect(addr).expect("connect to a gateway");
+        client.set_timeout(Duration::from_secs(20));
+        client.login(uid, &valid_token(uid), device, pb::Platform::Mobile)?;
+        Ok(client)
+    })
+}
+
+/// The cluster tests take turns: each runs two logic processes, two
+/// gateways, relays and its load on the same two cores, and a takeover
+/// bound measured while another test's cluster competes for them would
+/// measure the competition.
+fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One acknowledged send.
@@ -426,15 +437,13 @@ fn receiver(
                 let gap = message.seq > device.contiguous() + 1;
                 device.take(message, counts);
                 if gap {
-                    device.fill(&mut client, peer, counts).expect("a gap pull");
+                    retrying(|| device.fill(&mut client, peer, counts));
                 }
             }
             Some(Body::SyncHint(_)) => {
                 quiet_since = Instant::now();
                 counts.hints.fetch_add(1, Ordering::Relaxed);
-                device
-                    .fill(&mut client, peer, counts)
-                    .expect("a pull on SyncHint");
+                retrying(|| device.fill(&mut client, peer, counts));
             }
             Some(Body::Kick(kick)) => {
                 panic!("receiver {me} kicked: {}", kick.reason);
@@ -606,6 +615,7 @@ fn run_with_fault(
 
 #[test]
 fn the_active_logic_process_killed_under_load_the_standby_takes_over_and_nothing_is_lost() {
+    let _turn = one_cluster_at_a_time();
     let mut cluster = Cluster::start("kill");
     let mut takeover = Duration::ZERO;
     let counts = run_with_fault(
@@ -629,6 +639,7 @@ fn the_active_logic_process_killed_under_load_the_standby_takes_over_and_nothing
 
 #[test]
 fn a_frozen_logic_process_is_fenced_when_it_wakes_and_writes_nothing() {
+    let _turn = one_cluster_at_a_time();
     let mut cluster = Cluster::start("stop");
     let mut takeover = Duration::ZERO;
     let mut woke_at = None;
@@ -675,6 +686,7 @@ fn a_frozen_logic_process_is_fenced_when_it_wakes_and_writes_nothing() {
 
 #[test]
 fn twenty_failovers_in_a_row_each_within_the_bound() {
+    let _turn = one_cluster_at_a_time();
     let rounds: usize = std::env::var("IM_FAILOVERS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -768,6 +780,7 @@ fn the_database_relay_reaches_mariadb_from_the_logic_namespace() {
 
 #[test]
 fn on_galera_the_writer_losing_its_node_is_replaced_then_fenced_and_nothing_is_lost() {
+    let _turn = one_cluster_at_a_time();
     let mut galera = testkit::Galera::start("failover");
     let servers = [0, 1].map(|n| testkit::host_port(&galera.url(n)).to_owned());
     let mut cluster = Cluster::start_on("galera", servers);

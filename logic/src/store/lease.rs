@@ -353,7 +353,10 @@ impl WriterLease {
                             Err(e @ StoreError::Fenced(_)) => self.exit(&e.to_string()),
                             Err(e) => log::warn!("writer lease renewal failed: {e}"),
                         }
-                        if !lapsed && renewed.elapsed() >= self.lease() {
+                        // Measured from the start of the last renewal that
+                        // succeeded, and never right after one: a renewal
+                        // slower than a lease still holds the lease it won.
+                        if !lapsed && renewed != tried && renewed.elapsed() >= self.lease() {
                             lapsed = true;
                             self.fence.lapsed.store(true, Ordering::Release);
                             log::error!(
