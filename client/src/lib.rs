@@ -195,6 +195,13 @@ impl Client {
         self.stream.tcp().local_addr()
     }
 
+    /// The TCP socket under the frames (TLS or not): for waiting on it
+    /// with `poll(2)` next to other things. Bytes already read may still
+    /// hold whole frames: drain with [`Client::next_frame`] after a wake.
+    pub fn tcp(&self) -> &TcpStream {
+        self.stream.tcp()
+    }
+
     /// Logs in and returns the server's answer.
     pub fn login(
         &mut self,
