@@ -26,6 +26,8 @@ have chromium || missing+=(chromium)
 have rsync || missing+=(rsync)
 # The queue tests start private JetStream brokers (server/tests/queue.rs).
 have nats-server || missing+=(nats-server)
+# im-chat's test drives two terminal clients in tmux (chat/tests/tmux.rs).
+have tmux || missing+=(tmux)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (the tests start private instances)"
