@@ -39,6 +39,10 @@ pub use store::StoreError;
 use engine::{Command, Doorbell, Engine};
 use store::Store;
 
+/// The most content a send may carry: a frame of the protocol's default
+/// size, less room for the other fields.
+pub const MAX_CONTENT: usize = protocol::codec::DEFAULT_MAX_FRAME - 1024;
+
 /// What the SDK needs to start.
 #[derive(Clone)]
 pub struct Config {
@@ -231,6 +235,10 @@ pub enum SdkError {
     },
     #[error("the SDK is closed")]
     Closed,
+    /// Content that cannot fit a frame (the server's `max_frame`); the
+    /// server's own content limit, lower, fails the send INVALID_ARGUMENT.
+    #[error("content of {len} bytes is over the {limit} a frame can carry")]
+    TooLarge { len: usize, limit: usize },
     #[error("could not start the engine: {0}")]
     Start(#[from] std::io::Error),
 }
@@ -287,6 +295,14 @@ impl Sdk {
     /// Queues a message: durable in the outbox when this returns, sent when
     /// connected. Returns its `client_msg_id`.
     pub fn send(&self, to_uid: u64, content_type: u32, content: &[u8]) -> Result<String, SdkError> {
+        // Never queued: a message no frame can carry would stop the outbox
+        // behind it for good.
+        if content.len() > MAX_CONTENT {
+            return Err(SdkError::TooLarge {
+                len: content.len(),
+                limit: MAX_CONTENT,
+            });
+        }
         let n = self.sends.fetch_add(1, Ordering::Relaxed);
         let client_msg_id = format!("{}-{:016x}-{n}", self.device_id, self.nonce);
         self.store.lock().enqueue(
