@@ -29,16 +29,37 @@ use harness::{Proxy, ServerProcess, free_port, spawn_server, valid_token, whole_
 use protocol::pb;
 
 fn main() {
-    if std::env::var("IM_SDK_ROLE").as_deref() == Ok("device") {
-        device();
-        return;
+    match std::env::var("IM_SDK_ROLE").as_deref() {
+        Ok("device") => return device(),
+        Ok("storm") => return storm_clients(),
+        _ => {}
     }
-    let started = Instant::now();
-    three_devices_through_kills_cuts_and_restarts();
-    println!(
-        "test three_devices_through_kills_cuts_and_restarts ... ok ({:.1} s)",
-        started.elapsed().as_secs_f64()
-    );
+    // `cargo test --test sdk -- NAME` runs the tests whose name holds NAME.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let tests: [(&str, fn()); 2] = [
+        (
+            "three_devices_through_kills_cuts_and_restarts",
+            three_devices_through_kills_cuts_and_restarts,
+        ),
+        (
+            "a_reconnect_storm_spreads_and_everyone_syncs",
+            a_reconnect_storm_spreads_and_everyone_syncs,
+        ),
+    ];
+    for (name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        test();
+        println!(
+            "test {name} ... ok ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
 }
 
 /// One device, as a process: sends `IM_SDK_SENDS` messages to its peer (a
@@ -455,4 +476,181 @@ fn converged(devices: &[Device], port: u16) -> Result<String, String> {
          each once on the server and in every store, unread agreeing",
         devices.iter().map(|d| d.starts - 1).sum::<usize>()
     ))
+}
+
+/// SDK clients per storm process: a thread, a store and a socket each.
+const STORM_PER_PROCESS: usize = 1_000;
+
+/// A storm process: `IM_SDK_COUNT` SDK clients from `IM_SDK_FIRST_UID`.
+/// Prints `ready` once all are online, then, once each has come back
+/// online after losing the server, one line `online <unix ms>` per client
+/// (online means logged in and caught up) and `done`.
+fn storm_clients() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    /// When a client last became online, and how many times it has.
+    #[derive(Default)]
+    struct Online {
+        times: AtomicUsize,
+        last_ms: AtomicU64,
+    }
+    impl sdk::Listener for Online {
+        fn connection(&self, state: &sdk::ConnectionState) {
+            if *state == sdk::ConnectionState::Online {
+                self.last_ms
+                    .store(runtime::clock::unix_ms(), Ordering::Release);
+                self.times.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} set"));
+    let first: u64 = var("IM_SDK_FIRST_UID").parse().unwrap();
+    let count: u64 = var("IM_SDK_COUNT").parse().unwrap();
+    let dir = PathBuf::from(var("IM_SDK_DIR"));
+    let listeners: Vec<Arc<Online>> = (0..count).map(|_| Arc::default()).collect();
+    let clients: Vec<sdk::Sdk> = (0..count)
+        .map(|i| {
+            let uid = first + i;
+            let config = sdk::Config::new(
+                vec![var("IM_SDK_ADDR")],
+                uid,
+                &valid_token(uid),
+                "phone",
+                dir.join(format!("{uid}.db")),
+            );
+            sdk::Sdk::start(config, listeners[i as usize].clone()).expect("the SDK starts")
+        })
+        .collect();
+    let all_online = |times: usize| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while listeners
+            .iter()
+            .any(|l| l.times.load(Ordering::Acquire) < times)
+        {
+            if Instant::now() > deadline {
+                let missing = listeners
+                    .iter()
+                    .filter(|l| l.times.load(Ordering::Acquire) < times)
+                    .count();
+                println!("missing {missing}");
+                std::process::exit(1);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    all_online(1);
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    all_online(2);
+    let mut out = std::io::stdout().lock();
+    for listener in &listeners {
+        let _ = writeln!(out, "online {}", listener.last_ms.load(Ordering::Acquire));
+    }
+    let _ = writeln!(out, "done");
+    let _ = out.flush();
+    // The stores are durable already; no need to join a thousand threads.
+    std::mem::forget(clients);
+    std::process::exit(0);
+}
+
+/// 5,000 SDK clients (in five processes) lose the server at once (kill -9,
+/// down 2 s) and come back: how their reconnects spread over time (per
+/// 100 ms after the server accepts again) and how long until all are
+/// caught up. Asserted: everyone comes back and catches up.
+fn a_reconnect_storm_spreads_and_everyone_syncs() {
+    use std::io::{BufRead, BufReader};
+
+    let clients: usize = std::env::var("IM_SDK_STORM")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5_000);
+    let dir = std::env::temp_dir().join(format!("im-sdk-storm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let server_dir = dir.join("server");
+    let mut server = spawn_server(&server_dir, port, "server-0.log", "", &[]);
+    let mut storms: Vec<(Child, BufReader<std::process::ChildStdout>)> = (0..clients
+        .div_ceil(STORM_PER_PROCESS))
+        .map(|p| {
+            let count = STORM_PER_PROCESS.min(clients - p * STORM_PER_PROCESS);
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .env("IM_SDK_ROLE", "storm")
+                .env(
+                    "IM_SDK_FIRST_UID",
+                    (10_000 + p * STORM_PER_PROCESS).to_string(),
+                )
+                .env("IM_SDK_COUNT", count.to_string())
+                .env("IM_SDK_ADDR", format!("127.0.0.1:{port}"))
+                .env("IM_SDK_DIR", &dir)
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(dir.join(format!("storm-{p}.log"))).unwrap())
+                .spawn()
+                .expect("spawn a storm process");
+            let out = BufReader::new(child.stdout.take().unwrap());
+            (child, out)
+        })
+        .collect();
+    let line = |out: &mut BufReader<std::process::ChildStdout>| {
+        let mut line = String::new();
+        out.read_line(&mut line).expect("a storm process's output");
+        line.trim().to_owned()
+    };
+    for (_, out) in &mut storms {
+        assert_eq!(line(out), "ready", "every client online first");
+    }
+
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    thread::sleep(Duration::from_secs(2));
+    server = spawn_server(&server_dir, port, "server-1.log", "", &[]);
+    let back = runtime::clock::unix_ms();
+
+    let mut after_ms: Vec<u64> = Vec::with_capacity(clients);
+    for (child, out) in &mut storms {
+        loop {
+            match line(out).as_str() {
+                "done" => break,
+                "" => panic!("a storm process ended early: see {}", dir.display()),
+                l => match l
+                    .strip_prefix("online ")
+                    .and_then(|t| t.parse::<u64>().ok())
+                {
+                    Some(at) => after_ms.push(at.saturating_sub(back)),
+                    None => panic!("a storm process says {l:?}"),
+                },
+            }
+        }
+        let _ = child.wait();
+    }
+    assert_eq!(after_ms.len(), clients, "everyone came back");
+    let mut buckets: std::collections::BTreeMap<u64, usize> = Default::default();
+    for at in &after_ms {
+        *buckets.entry(at / 100).or_default() += 1;
+    }
+    let last = after_ms.iter().max().copied().unwrap_or(0);
+    let fullest = buckets.values().max().copied().unwrap_or(0);
+    println!(
+        "{clients} SDK clients back online (logged in, caught up) per 100 ms after the server accepted again:"
+    );
+    for (bucket, n) in &buckets {
+        println!(
+            "  {:>5} ms  {n:>5}  {:>4.1} %  {}",
+            bucket * 100,
+            *n as f64 * 100.0 / clients as f64,
+            "#".repeat(n * 200 / clients)
+        );
+    }
+    println!(
+        "all synced {last} ms after the server accepted again; the fullest 100 ms held {fullest} ({:.1} %)",
+        fullest as f64 * 100.0 / clients as f64
+    );
+    // The spread is reported, not asserted: the fullest 100 ms holds more
+    // than the few percent aimed at (the clients' attempts spread, but the
+    // restarted server serves the first second's logins and syncs in a
+    // bunch); see the closing note of the SDK issue.
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }
