@@ -28,6 +28,8 @@ have rsync || missing+=(rsync)
 have nats-server || missing+=(nats-server)
 # im-chat's test drives two terminal clients in tmux (chat/tests/tmux.rs).
 have tmux || missing+=(tmux)
+# The SDK's Python binding is tested with python3 (sdk-ffi/tests/python.rs).
+have python3 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (the tests start private instances)"
