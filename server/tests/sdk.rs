@@ -505,6 +505,9 @@ fn storm_clients() {
         }
     }
 
+    // A store, a socket and a doorbell per client: more than a default
+    // soft limit of open files.
+    runtime::fd_limit::raise_to_hard_limit();
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} set"));
     let first: u64 = var("IM_SDK_FIRST_UID").parse().unwrap();
     let count: u64 = var("IM_SDK_COUNT").parse().unwrap();
