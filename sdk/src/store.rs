@@ -345,13 +345,22 @@ impl Store {
 
     /// Visible conversations (with a message not hidden), latest first.
     pub fn conversations(&self) -> Result<Vec<Conversation>, StoreError> {
+        self.visible(None)
+    }
+
+    pub fn conversation(&self, peer: u64) -> Result<Option<Conversation>, StoreError> {
+        Ok(self.visible(Some(peer))?.pop())
+    }
+
+    /// Visible conversations, all or the one with `peer`.
+    fn visible(&self, peer: Option<u64>) -> Result<Vec<Conversation>, StoreError> {
         let mut statement = self.db.prepare_cached(
             "SELECT c.peer_uid, c.last_seq, c.read_seq, c.peer_read_seq, c.updated_ms
              FROM conversations c
-             WHERE c.last_seq > c.hidden_seq
+             WHERE c.last_seq > c.hidden_seq AND (?1 IS NULL OR c.peer_uid = ?1)
              ORDER BY c.updated_ms DESC, c.peer_uid",
         )?;
-        let rows = statement.query_map([], |r| {
+        let rows = statement.query_map([peer.map(|p| p as i64)], |r| {
             Ok((
                 r.get::<_, i64>(0)? as u64,
                 r.get::<_, i64>(1)? as u64,
@@ -376,13 +385,6 @@ impl Store {
                 },
             )
             .collect()
-    }
-
-    pub fn conversation(&self, peer: u64) -> Result<Option<Conversation>, StoreError> {
-        Ok(self
-            .conversations()?
-            .into_iter()
-            .find(|c| c.peer_uid == peer))
     }
 
     pub fn total_unread(&self) -> Result<u64, StoreError> {
